@@ -1,0 +1,16 @@
+# Third-party dependencies, all from Debian packages (scripts/setup.sh installs them).
+find_package(Torch REQUIRED)
+find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
+find_package(RapidJSON REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(Threads REQUIRED)
+
+if(NOT TARGET aquin::rapidjson)
+  add_library(aquin_rapidjson INTERFACE)
+  add_library(aquin::rapidjson ALIAS aquin_rapidjson)
+  target_include_directories(aquin_rapidjson SYSTEM INTERFACE ${RapidJSON_INCLUDE_DIRS} ${RAPIDJSON_INCLUDE_DIRS})
+  target_compile_definitions(aquin_rapidjson INTERFACE RAPIDJSON_HAS_STDSTRING=1)
+endif()
+
+# libtorch's exported target drags in -D_GLIBCXX_USE_CXX11_ABI and CUDA bits we do not need on
+# every target; we link it only where tensors are touched.

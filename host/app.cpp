@@ -1,0 +1,360 @@
+#include "app.hpp"
+
+#include "command_options.hpp"
+#include "models.hpp"
+#include "registry.hpp"
+#include "render.hpp"
+#include "runtime_info.hpp"
+#include "session.hpp"
+
+#include <aquin/sdk/atomic_file.hpp>
+#include <aquin/sdk/errors.hpp>
+#include <aquin/sdk/json.hpp>
+#include <aquin/sdk/plugin.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+namespace aquin::host {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kExitOk = 0, kExitInput = 1, kExitInternal = 3;
+
+struct Globals {
+  std::vector<std::string> plugin_dirs;
+  std::string log_level = "warn";
+  int threads = 0;
+  std::vector<std::string> rest;  // argv without the global flags
+};
+
+// Global flags may stand anywhere; they are taken out before the command parses its own.
+Globals split_globals(int argc, char** argv) {
+  Globals g;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto take = [&](const std::string& flag, std::string& into) {
+      if (a == flag) {
+        if (i + 1 >= argc) throw UsageError(flag + " needs a value");
+        into = argv[++i];
+        return true;
+      }
+      if (a.rfind(flag + "=", 0) == 0) {
+        into = a.substr(flag.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    std::string v;
+    if (take("--plugin-dir", v)) g.plugin_dirs.push_back(v);
+    else if (take("--log-level", g.log_level)) {
+    } else if (take("--threads", v)) {
+      try {
+        g.threads = std::stoi(v);
+      } catch (...) {
+        throw UsageError("--threads: expected an integer, got '" + v + "'");
+      }
+    } else {
+      g.rest.push_back(a);
+    }
+  }
+  return g;
+}
+
+void usage(std::ostream& out, const PluginRegistry& reg) {
+  out << "usage: aquin [--plugin-dir DIR] [--threads N] [--log-level LEVEL] <command> [options]\n\n"
+         "commands:\n";
+  for (const auto& p : reg.plugins())
+    if (p.kind == "analyzer") out << "  " << p.name << std::string(p.name.size() < 22 ? 22 - p.name.size() : 1, ' ') << p.summary << "\n";
+  out << "  session start|show|list|use  the base model of a session\n"
+         "  plugins                      list plugins found and refused\n"
+         "  tools                        every agent tool with its JSON Schema\n"
+         "  tool NAME [--input JSON]     run an agent tool (JSON input from --input or stdin)\n"
+         "  --version                    versions, BLAS and threads\n\n"
+         "`aquin <command> --help` describes a command's options.\n";
+}
+
+int cmd_version(const Globals& g) {
+  int threads = configure_threads(g.threads);
+  std::cout << "aquin " << AQUIN_VERSION << "\n"
+            << "libtorch " << torch_version() << "\n"
+            << "BLAS " << blas_in_use() << "\n"
+            << "threads " << threads << "\n"
+            << "plugin ABI " << AQUIN_PLUGIN_ABI_VERSION << " (" << AQUIN_BUILD_FINGERPRINT << ")\n";
+  return kExitOk;
+}
+
+int cmd_plugins(const PluginRegistry& reg) {
+  std::cout << "searched:\n";
+  for (const auto& d : reg.searched()) std::cout << "  " << d.string() << (fs::is_directory(d) ? "" : "  (absent)") << "\n";
+  std::cout << "\nplugins (" << reg.plugins().size() << "):\n";
+  Table t;
+  t.columns = {"kind", "name", "version", "tool", "file"};
+  for (const auto& p : reg.plugins()) t.rows.push_back({p.kind, p.name, p.version, p.spec.tool, p.file.string()});
+  render_table(std::cout, t);
+  if (!reg.refused().empty()) {
+    std::cout << "\nrefused (" << reg.refused().size() << "):\n";
+    for (const auto& r : reg.refused()) std::cout << "  " << r.file.string() << ": " << r.reason << "\n";
+  }
+  return kExitOk;
+}
+
+int cmd_tools(const PluginRegistry& reg) {
+  rapidjson::Document d(rapidjson::kObjectType);
+  auto& a = d.GetAllocator();
+  rapidjson::Value arr(rapidjson::kArrayType);
+  for (const auto& p : reg.plugins())
+    if (p.kind == "analyzer") arr.PushBack(tool_schema(p.spec, a), a);
+  json::put(d, "tools", std::move(arr), a);
+  std::cout << json::to_text(d) << "\n";
+  return kExitOk;
+}
+
+int cmd_session(const std::vector<std::string>& args, const PluginRegistry& reg) {
+  if (args.empty() || args[0] == "--help") {
+    std::cout << "usage: aquin session start --id ID --model SLUG|PATH\n"
+                 "       aquin session show [--id ID]\n"
+                 "       aquin session list\n"
+                 "       aquin session use ID\n";
+    return args.empty() ? kExitInput : kExitOk;
+  }
+  const std::string verb = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  auto opt = [](const std::string& name, bool required) {
+    OptionSpec s;
+    s.name = name;
+    s.required = required;
+    s.help = name;
+    return s;
+  };
+  if (verb == "start") {
+    Args a = parse_cli({opt("id", true), opt("model", true)}, rest);
+    Session s;
+    s.id = a.str("id");
+    s.model = a.str("model");
+    auto catalog = load_catalog();
+    fs::path path = resolve_model_path(s.model, catalog);
+    ModelInfo info = describe_model(s.model, path, reg, catalog);
+    s.path = path.string();
+    s.family = info.family;
+    s.kind = info.kind;
+    s.model_type = info.model_type;
+    s.created = utc_now();
+    save_session(s);
+    std::cout << "session " << s.id << " started: base model " << s.model << " (" << info.model_type << ", "
+              << info.kind << ", " << info.n_layers << " layers, d_model " << info.d_model << ")\n  weights: " << s.path
+              << "\n";
+    return kExitOk;
+  }
+  if (verb == "show") {
+    Args a = parse_cli({opt("id", false)}, rest);
+    Session s = load_session(a.opt_str("id").value_or(""));
+    auto cur = current_session_id();
+    std::cout << "session " << s.id << (cur && *cur == s.id ? " (current)" : "") << "\n"
+              << "  model   " << s.model << "\n"
+              << "  weights " << s.path << "\n"
+              << "  family  " << s.family << " (" << s.model_type << ", " << s.kind << ")\n"
+              << "  created " << s.created << "\n"
+              << "  folder  " << s.dir.string() << "\n";
+    return kExitOk;
+  }
+  if (verb == "list") {
+    auto cur = current_session_id();
+    for (const auto& s : list_sessions())
+      std::cout << (cur && *cur == s.id ? "* " : "  ") << s.id << "  " << s.model << "  (" << s.kind << ")\n";
+    return kExitOk;
+  }
+  if (verb == "use") {
+    if (rest.size() != 1) throw UsageError("usage: aquin session use ID");
+    Session s = load_session(rest[0]);
+    set_current_session(s.id);
+    std::cout << "current session: " << s.id << "\n";
+    return kExitOk;
+  }
+  throw UsageError("unknown session command '" + verb + "' (start, show, list, use)");
+}
+
+std::string default_label(const std::string& command, const Args& args) {
+  if (auto n = args.opt_str("name")) return *n;
+  if (auto ck = args.opt_str("checkpoint")) {
+    fs::path p(*ck);
+    std::string stem = p.filename().empty() ? p.parent_path().filename().string() : p.stem().string();
+    if (!stem.empty()) return stem;
+  }
+  return command;
+}
+
+// The export: the common fields first, then the analyzer's own.
+rapidjson::Document assemble_export(const PluginEntry& plugin, const RunContext& ctx, const Args& args, Result& r) {
+  rapidjson::Document d(rapidjson::kObjectType);
+  auto& a = d.GetAllocator();
+  json::put(d, "schema_version", rapidjson::Value(1), a);
+  json::put(d, "card", json::str(r.card, a), a);
+  json::put(d, "command", json::str(plugin.name, a), a);
+  json::put(d, "tool", json::str(plugin.spec.tool, a), a);
+  json::put(d, "name", json::str(default_label(plugin.name, args), a), a);
+  json::put(d, "aquin_version", json::str(AQUIN_VERSION, a), a);
+  if (plugin.spec.needs_base_model) {
+    rapidjson::Value base(rapidjson::kObjectType);
+    json::put(base, "model", json::str(ctx.base.model, a), a);
+    json::put(base, "family", json::str(ctx.base.family, a), a);
+    json::put(base, "kind", json::str(ctx.base.kind, a), a);
+    json::put(base, "model_type", json::str(ctx.base.model_type, a), a);
+    json::put(base, "path", json::str(ctx.base.path, a), a);
+    json::put(base, "n_layers", rapidjson::Value(ctx.base.n_layers), a);
+    json::put(base, "d_model", rapidjson::Value(ctx.base.d_model), a);
+    json::put(d, "base", std::move(base), a);
+  }
+  if (!ctx.session_id.empty()) json::put(d, "session", json::str(ctx.session_id, a), a);
+  for (auto it = r.doc.MemberBegin(); it != r.doc.MemberEnd(); ++it) {
+    rapidjson::Value v(it->value, a);
+    json::put(d, it->name.GetString(), std::move(v), a);
+  }
+  json::put(d, "warnings", json::str_array(r.warnings, a), a);
+  return d;
+}
+
+fs::path export_path(const std::string& requested, const std::string& command, const std::string& label,
+                     const RunContext& ctx) {
+  std::string safe = label;
+  for (auto& c : safe)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
+  const std::string file = command + "-" + safe + ".json";
+  if (requested.empty()) {
+    if (ctx.session_dir.empty()) throw UsageError("--save without a path needs a session (or give --save PATH)");
+    return ctx.session_dir / "exports" / file;
+  }
+  std::error_code ec;
+  if (fs::is_directory(requested, ec)) return fs::path(requested) / file;
+  return requested;
+}
+
+// Runs an analyzer with parsed Args; prints text or JSON; saves. Returns the exit code.
+int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Globals& g, const PluginRegistry& reg) {
+  RunContext ctx;
+  ctx.command = plugin.name;
+  ctx.threads = configure_threads(g.threads);
+  std::optional<Session> session;
+  if (plugin.spec.needs_base_model) {
+    session = load_session(args.opt_str("session").value_or(""));
+    ctx.session_id = session->id;
+    ctx.session_dir = session->dir;
+    ctx.base = describe_model(session->model, session->path, reg, load_catalog());
+  } else if (auto id = args.opt_str("session"); id || current_session_id()) {
+    try {
+      session = load_session(id.value_or(""));
+      ctx.session_id = session->id;
+      ctx.session_dir = session->dir;
+    } catch (const InputError&) {
+      if (id) throw;
+    }
+  }
+  // Resolve the export path before running, so a bad --save fails fast and nothing is half-written.
+  std::optional<fs::path> save_to;
+  if (args.has("save")) save_to = export_path(args.str("save"), plugin.name, default_label(plugin.name, args), ctx);
+
+  Result result;
+  Status st = plugin.analyzer->run(ctx, args, result);
+  if (!st.ok()) {
+    if (st.code == StatusCode::Input) throw InputError(st.message);
+    if (st.code == StatusCode::Usage) throw UsageError(st.message);
+    throw std::runtime_error(plugin.name + " failed: " + st.message);
+  }
+  rapidjson::Document doc = assemble_export(plugin, ctx, args, result);
+  const std::string text = json::to_text(doc);
+  if (save_to) write_file_atomic(*save_to, text + "\n");
+  if (json_out) {
+    std::cout << text << "\n";
+  } else {
+    render_result(std::cout, plugin.name, result);
+    if (save_to) std::cout << "\nexport saved: " << save_to->string() << "\n";
+  }
+  if (session) {
+    rapidjson::Document ev(rapidjson::kObjectType);
+    auto& a = ev.GetAllocator();
+    json::put(ev, "time", json::str(utc_now(), a), a);
+    json::put(ev, "command", json::str(plugin.name, a), a);
+    json::put(ev, "name", json::str(default_label(plugin.name, args), a), a);
+    json::put(ev, "export", save_to ? json::str(save_to->string(), a) : rapidjson::Value(rapidjson::kNullType), a);
+    json::put(ev, "exit_code", rapidjson::Value(result.exit_code), a);
+    log_event(*session, json::to_text(ev, false));
+  }
+  return result.exit_code;
+}
+
+int cmd_tool(const std::vector<std::string>& args, const Globals& g, const PluginRegistry& reg) {
+  if (args.empty()) throw UsageError("usage: aquin tool NAME [--input JSON]  (JSON on stdin when --input is absent)");
+  const PluginEntry* p = reg.analyzer_by_tool(args[0]);
+  if (p == nullptr) {
+    std::string names;
+    for (const auto& e : reg.plugins())
+      if (e.kind == "analyzer") names += (names.empty() ? "" : ", ") + e.spec.tool;
+    throw UsageError("unknown tool '" + args[0] + "' (available: " + names + ")");
+  }
+  std::string input;
+  if (args.size() >= 3 && args[1] == "--input") input = args[2];
+  else if (args.size() >= 2 && args[1].rfind("--input=", 0) == 0) input = args[1].substr(8);
+  else if (args.size() == 1) input.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  else throw UsageError("usage: aquin tool NAME [--input JSON]");
+  auto doc = json::parse(input, "tool input");
+  Args a = parse_tool_input(full_options(p->spec), doc);
+  return execute(*p, a, /*json_out=*/true, g, reg);
+}
+
+}  // namespace
+
+int run_app(int argc, char** argv) {
+  auto logger = spdlog::stderr_color_mt("aquin");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("aquin: %l: %v");
+  try {
+    Globals g = split_globals(argc, argv);
+    spdlog::set_level(spdlog::level::from_str(g.log_level));
+    if (!g.rest.empty() && (g.rest[0] == "--version" || g.rest[0] == "version")) return cmd_version(g);
+
+    PluginRegistry reg;
+    reg.discover(plugin_search_path(g.plugin_dirs));
+    if (g.rest.empty() || g.rest[0] == "--help" || g.rest[0] == "-h" || g.rest[0] == "help") {
+      usage(g.rest.empty() ? std::cerr : std::cout, reg);
+      return g.rest.empty() ? kExitInput : kExitOk;
+    }
+    const std::string command = g.rest[0];
+    std::vector<std::string> rest(g.rest.begin() + 1, g.rest.end());
+    if (command == "plugins") return cmd_plugins(reg);
+    if (command == "tools") return cmd_tools(reg);
+    if (command == "tool") return cmd_tool(rest, g, reg);
+    if (command == "session") return cmd_session(rest, reg);
+    const PluginEntry* p = reg.analyzer(command);
+    if (p == nullptr) {
+      std::ostringstream msg;
+      msg << "unknown command '" << command << "'";
+      if (!reg.refused().empty()) msg << " (some plugins were refused: see `aquin plugins`)";
+      throw UsageError(msg.str() + "; `aquin --help` lists the commands");
+    }
+    for (const auto& a : rest)
+      if (a == "--help" || a == "-h") {
+        std::cout << cli_help(command, p->spec);
+        return kExitOk;
+      }
+    Args args = parse_cli(full_options(p->spec), rest);
+    return execute(*p, args, args.str("output") == "json", g, reg);
+  } catch (const InputError& e) {
+    std::cerr << "aquin: error: " << e.what() << "\n";
+    return kExitInput;
+  } catch (const UsageError& e) {
+    std::cerr << "aquin: error: " << e.what() << "\n";
+    return kExitInput;
+  } catch (const std::exception& e) {
+    std::cerr << "aquin: internal error: " << e.what() << "\n";
+    return kExitInternal;
+  }
+}
+
+}  // namespace aquin::host

@@ -1,0 +1,106 @@
+// `aquin weight-diff`: per-layer, per-matrix ‖ΔW‖ and stable rank of a fine-tune's change.
+#include <aquin/sdk/checkpoint.hpp>
+#include <aquin/sdk/json.hpp>
+#include <aquin/sdk/plugin.hpp>
+#include <aquin/sdk/weight_diff.hpp>
+#include <aquin/sdk/weight_diff_report.hpp>
+
+#include <spdlog/spdlog.h>
+
+namespace {
+
+using namespace aquin;
+
+// A checkpoint with tensors of the wrong shape (another base model?) or NaN/Inf values has no
+// meaningful norms: by default that is an input error naming the first offenders.
+void refuse_broken(const WeightDiff& wd, const Checkpoint& ck) {
+  const MatrixDiff* first = nullptr;
+  int count = 0;
+  for (const auto& m : wd.matrices) {
+    if (m.status != "shape_mismatch" && m.status != "non_finite") continue;
+    if (first == nullptr) first = &m;
+    ++count;
+  }
+  if (first == nullptr) return;
+  std::string msg = first->status == "shape_mismatch" ? "shape mismatch with the base model: " : "non-finite weights: ";
+  msg += first->param + " " + first->detail;
+  if (count > 1) msg += " (and " + std::to_string(count - 1) + " more)";
+  throw InputError(ck.path.string(), msg + "; --keep-going lists them in the export instead");
+}
+
+class WeightDiffAnalyzer {
+ public:
+  CommandSpec spec() const {
+    CommandSpec s;
+    s.tool = "run_weight_diff";
+    s.description =
+        "Compare a fine-tuned checkpoint (merged .pt, Hugging Face folder, safetensors file or LoRA adapter) "
+        "with the session's base model: per layer and matrix, ‖W‖_F, ‖ΔW‖_F, relative change, stable rank "
+        "of ΔW and max |Δ|.";
+    OptionSpec ck;
+    ck.name = "checkpoint";
+    ck.type = OptionType::Path;
+    ck.required = true;
+    ck.value_name = "PATH";
+    ck.help = "fine-tuned checkpoint: .pt {step, state_dict}, HF save_pretrained folder, .safetensors, or PEFT adapter folder";
+    OptionSpec tol;
+    tol.name = "spectral-tol";
+    tol.type = OptionType::Float;
+    tol.default_value = "1e-4";
+    tol.value_name = "REL";
+    tol.help = "relative tolerance of the iterative spectral norm (certified bound)";
+    OptionSpec keep;
+    keep.name = "keep-going";
+    keep.type = OptionType::Bool;
+    keep.help = "list shape mismatches and NaN/Inf tensors in the result instead of failing (exit 1) on them";
+    s.options = {ck, tol, keep};
+    return s;
+  }
+
+  Result run(const RunContext& ctx, const Args& args) {
+    const std::string path = args.str("checkpoint");
+    Checkpoint ck = open_checkpoint(path);
+    auto base = open_model_weights(ctx.base.path);
+    WeightDiffOptions opts;
+    opts.spectral_rel_tol = args.number("spectral-tol");
+    if (!(opts.spectral_rel_tol > 0 && opts.spectral_rel_tol < 1))
+      throw UsageError("option --spectral-tol: expected a number in (0, 1)");
+    opts.progress = [](std::size_t done, std::size_t total, const std::string& p) {
+      spdlog::debug("weight-diff {}/{} {}", done, total, p);
+    };
+    WeightDiff wd = compute_weight_diff(*base, ck, ctx.base.family, opts);
+    if (!args.flag("keep-going")) refuse_broken(wd, ck);
+
+    Result r;
+    r.card = "weightDiff";
+    auto& a = r.doc.GetAllocator();
+    json::put(r.doc, "checkpoint", checkpoint_json(ck, a), a);
+    json::put(r.doc, "summary", summary_json(wd, ck, a), a);
+    json::put(r.doc, "spectral_tol", json::num(opts.spectral_rel_tol), a);
+    json::put(r.doc, "layers", layers_json(wd, a), a);
+    rapidjson::Value mats(rapidjson::kArrayType);
+    for (const auto& m : wd.matrices) mats.PushBack(matrix_json(m, a), a);
+    json::put(r.doc, "matrices", std::move(mats), a);
+    r.warnings = ck.warnings;
+    r.warnings.insert(r.warnings.end(), wd.warnings.begin(), wd.warnings.end());
+
+    const auto& s = r.doc["summary"];
+    std::string step = ck.step ? " step " + std::to_string(*ck.step) : "";
+    r.headline.push_back("checkpoint " + ck.path.string() + " (" + ck.format + step + ") vs base " + ctx.base.model);
+    r.headline.push_back(std::to_string(s["compared"].GetInt()) + " tensors compared, " +
+                         std::to_string(s["changed"].GetInt()) + " changed; total ‖ΔW‖_F " +
+                         fmt_num(wd.total_delta_norm) + " (" +
+                         fmt_num(100.0 * (wd.total_base_norm > 0 ? wd.total_delta_norm / wd.total_base_norm : 0)) +
+                         "% of ‖W‖_F over " + s["relative_scope"].GetString() + ")");
+    if (s["below_noise_floor"].GetInt() > 0)
+      r.headline.push_back(std::to_string(s["below_noise_floor"].GetInt()) +
+                           " change(s) at or below the half-precision rounding-noise floor");
+    r.tables = weight_diff_tables(wd, ck);
+    return r;
+  }
+};
+
+}  // namespace
+
+AQUIN_ANALYZER_PLUGIN(WeightDiffAnalyzer, "weight-diff", "0.1.0",
+                      "per-matrix ‖ΔW‖, relative change and stable rank of a fine-tune")

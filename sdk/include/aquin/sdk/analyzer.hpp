@@ -1,0 +1,49 @@
+// The analyzer interface: one plugin per command.
+//
+// A plugin author writes a class with
+//     CommandSpec spec() const;                                   // options, tool name, help
+//     Result run(const RunContext& ctx, const Args& args);        // may throw
+// and registers it with AQUIN_ANALYZER_PLUGIN (plugin.hpp), which wraps it in AnalyzerApi: the
+// only thing the host calls, and nothing in it throws.
+#pragma once
+
+#include <aquin/sdk/model_info.hpp>
+#include <aquin/sdk/options.hpp>
+#include <aquin/sdk/result.hpp>
+#include <aquin/sdk/status.hpp>
+
+#include <boost/config.hpp>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace aquin {
+
+/// What a command declares about itself.
+struct CommandSpec {
+  std::string tool;         ///< agent tool name, e.g. "run_weight_diff"
+  std::string description;  ///< one paragraph for --help and the tool listing
+  std::vector<OptionSpec> options;
+  bool needs_base_model = true;  ///< the host resolves the session's base model before run()
+};
+
+/// Everything the host resolved for a run.
+struct RunContext {
+  std::string command;                 ///< e.g. "weight-diff"
+  ModelInfo base;                      ///< the session's base model (empty when not needed)
+  std::string session_id;              ///< "" when no session is in use
+  std::filesystem::path session_dir;   ///< $AQUIN_HOME/sessions/<id> ("" without a session)
+  int threads = 1;                     ///< compute threads the host configured
+};
+
+/// The boundary object. Implemented by the AQUIN_ANALYZER_PLUGIN shim, called by the host.
+class BOOST_SYMBOL_VISIBLE AnalyzerApi {
+ public:
+  virtual ~AnalyzerApi() = default;
+  /// Fills `out` with the command's declaration.
+  virtual Status spec(CommandSpec& out) noexcept = 0;
+  /// Runs the command. On failure `out` is left for the host to discard.
+  virtual Status run(const RunContext& ctx, const Args& args, Result& out) noexcept = 0;
+};
+
+}  // namespace aquin

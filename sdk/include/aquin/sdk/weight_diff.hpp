@@ -1,0 +1,73 @@
+// The weight-diff core: compares a base model's tensors with a checkpoint's, one tensor pair at a
+// time, in canonical names. Used by weight-diff, merge-analysis and trajectory-analysis.
+#pragma once
+
+#include <aquin/sdk/checkpoint.hpp>
+#include <aquin/sdk/names.hpp>
+#include <aquin/sdk/tensor_store.hpp>
+
+#include <boost/config.hpp>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aquin {
+
+/// The comparison of one canonical tensor. Norms are Frobenius, computed in fp32 with fp64
+/// accumulation whatever the storage dtype; NaN where a figure does not apply.
+struct MatrixDiff {
+  static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  std::string param;        ///< canonical name
+  std::string source_name;  ///< the checkpoint's key (the LoRA module for adapters)
+  std::string base_source_name;
+  std::optional<int> layer;
+  ParamKind kind = ParamKind::Other;
+  std::vector<int64_t> shape;  ///< canonical (HF layout) shape
+  /// "ok", "missing_in_checkpoint", "missing_in_base", "shape_mismatch" or "non_finite"
+  std::string status = "ok";
+  std::string detail;  ///< for a status other than ok: what exactly
+  std::string base_dtype, checkpoint_dtype;
+  double base_norm = kNaN;       ///< ‖W_base‖_F
+  double delta_norm = kNaN;      ///< ‖ΔW‖_F
+  double relative = kNaN;        ///< ‖ΔW‖_F / ‖W_base‖_F
+  double spectral_norm = kNaN;   ///< ‖ΔW‖_2 (2-D only)
+  double spectral_rel_error = kNaN;  ///< certified bound on the relative error of spectral_norm
+  double stable_rank = kNaN;     ///< ‖ΔW‖_F² / ‖ΔW‖_2² (2-D, ΔW ≠ 0)
+  double max_abs_delta = kNaN;   ///< max |ΔW_ij|
+  double noise_floor = kNaN;     ///< expected ‖rounding noise‖_F of a half-precision checkpoint
+  bool below_noise_floor = false;
+  int64_t non_finite = 0;        ///< NaN/Inf elements found (base + checkpoint)
+  bool lora = false;
+  int64_t lora_rank = 0;
+  double lora_scale = kNaN;
+};
+
+struct WeightDiffOptions {
+  double spectral_rel_tol = 1e-4;  ///< tolerance of the iterative spectral norm
+  bool spectra = true;             ///< compute spectral norms and stable ranks
+  /// Called after each tensor with (done, total, param); may be empty.
+  std::function<void(std::size_t, std::size_t, const std::string&)> progress;
+};
+
+struct WeightDiff {
+  std::vector<MatrixDiff> matrices;  ///< base order, then checkpoint-only tensors
+  std::vector<std::string> warnings;
+  double total_base_norm = 0.0;   ///< over compared tensors
+  double total_delta_norm = 0.0;  ///< over compared tensors
+};
+
+/// Compares `ckpt` with `base` for a model of `family` ("llama" or "bert").
+/// Merged checkpoints: every tensor on either side is listed (missing ones with their status).
+/// LoRA adapters: ΔW = scale·B@A for each adapted module, spectra from the r×r problem.
+/// Throws InputError for unreadable tensors; shape mismatches and NaN/Inf are reported, not thrown.
+BOOST_SYMBOL_VISIBLE WeightDiff compute_weight_diff(const TensorStore& base, const Checkpoint& ckpt,
+                                                    const std::string& family, const WeightDiffOptions& opts = {});
+
+/// Expected Frobenius norm of the error made by rounding `values` to `dtype` (BF16 or F16):
+/// sqrt(Σ ulp(v)² / 12). Zero for other dtypes.
+BOOST_SYMBOL_VISIBLE double rounding_noise_floor(const at::Tensor& values, DType dtype);
+
+}  // namespace aquin

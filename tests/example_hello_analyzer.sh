@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the SDK from the build tree into a scratch prefix, builds examples/hello-analyzer out of
+# tree against it with find_package(aquin), and runs it through AQUIN_PLUGIN_PATH.
+set -euo pipefail
+build=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+cmake -S "$src/examples/hello-analyzer" -B "$work/hello" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+cmake --build "$work/hello" >/dev/null
+export AQUIN_HOME="$work/home"
+export AQUIN_PLUGIN_PATH="$work/hello"
+aquin="$work/prefix/bin/aquin"
+"$aquin" plugins | grep -q "analyzer.*hello.*1.0.0"
+"$aquin" session start --id ex --model "$src/tests/data/models/tiny-llama" >/dev/null
+out=$("$aquin" hello --checkpoint "$src/tests/data/ckpt/llama-ft-step300.pt" --output json)
+echo "$out" | grep -q '"card": "hello"'
+echo "$out" | grep -q '"q": 2'
+"$aquin" tools | grep -q '"run_hello"'
+echo "hello-analyzer: built out of tree, discovered, ran"
