@@ -505,15 +505,31 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = ap.parse_args(argv)
 
-    t_start = time.time()
-    torch.set_num_threads(2)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 1)  # batch sampling
-
-    out = os.path.abspath(args.out.rstrip("/") or "/")
+    out = os.path.abspath(args.out)
+    # The previous output is deleted, so refuse to delete anything else.
+    if os.path.exists(out) and not (
+            os.path.isdir(out) and (not os.listdir(out)
+                                    or os.path.isfile(os.path.join(out, "demo_manifest.json")))):
+        sys.stderr.write(f"make_demo_models.py: {out} exists and is not an earlier demo output "
+                         "(no demo_manifest.json); refusing to replace it\n")
+        return 2
     tmp = out + ".tmp"
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
+    try:
+        build(tmp, out, args.seed)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return 0
+
+
+def build(tmp, out, seed):
+    """Train and write everything into `tmp`, then move it to `out`."""
+    t_start = time.time()
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)  # batch sampling
     os.makedirs(os.path.join(tmp, "checkpoints"))
 
     with open(os.path.join(DEMO_DATA, "corpus.txt"), encoding="utf-8") as f:
@@ -608,9 +624,23 @@ def main(argv=None):
         dw = scale * (m.lora_B.weight.detach().double() @ m.lora_A.weight.detach().double())
         delta_lora[f"{path}.weight"] = fro64(dw)
 
+    # A reference forward pass for implementations of the model elsewhere:
+    # the base model's logits at the last position of a fixed prompt.
+    ref_prompt = "The river begins as snow"
+    ref_ids = encode(ref_prompt)
+    with torch.no_grad():
+        ref_logits = base(ref_ids.unsqueeze(0))[0, -1]
+    reference = OrderedDict([
+        ("model", "base"),
+        ("prompt", ref_prompt),
+        ("input_ids", ref_ids.tolist()),
+        ("last_position_logits", [float(v) for v in ref_logits]),
+        ("greedy_continuation", greedy_sample(base, ref_prompt, n=24)),
+    ])
+
     manifest = OrderedDict([
         ("generator", "scripts/make_demo_models.py"),
-        ("seed", args.seed),
+        ("seed", seed),
         ("torch_version", torch.__version__),
         ("tokenizer", {"type": "bytes", "vocab_size": VOCAB_SIZE, "bos_token_id": BOS_ID,
                        "eos_token_id": EOS_ID, "pad_token_id": PAD_ID, "unk_token_id": UNK_ID}),
@@ -639,11 +669,12 @@ def main(argv=None):
             ("full_ft_pt", delta_ft_pt),
             ("lora", delta_lora),
         ])),
+        ("reference_forward", reference),
     ])
     write_json(manifest, os.path.join(tmp, "demo_manifest.json"))
     with open(os.path.join(tmp, "README.txt"), "w", encoding="utf-8") as f:
         f.write(README_TEXT.format(vocab=VOCAB_SIZE, bos=BOS_ID, eos=EOS_ID, pad=PAD_ID,
-                                   unk=UNK_ID, seed=args.seed, ckpts=", ".join(map(str, ckpt_steps))))
+                                   unk=UNK_ID, seed=seed, ckpts=", ".join(map(str, ckpt_steps))))
 
     # ---- 5. swap DIR.tmp into place ---------------------------------------
     if os.path.isdir(out):
@@ -663,7 +694,6 @@ def main(argv=None):
     top = max(delta_lora, key=delta_lora.get)
     print(f"  largest LoRA    |dW|_F: {top} = {delta_lora[top]:.4f}")
     print(f"  sample (full-ft): {greedy_sample(ft, '### Question: How do I')!r}")
-    return 0
 
 
 README_TEXT = """aquin demo models

@@ -7,6 +7,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
 namespace {
 
 using namespace aquin;
@@ -65,8 +67,11 @@ class WeightDiffAnalyzer {
     opts.spectral_rel_tol = args.number("spectral-tol");
     if (!(opts.spectral_rel_tol > 0 && opts.spectral_rel_tol < 1))
       throw UsageError("option --spectral-tol: expected a number in (0, 1)");
-    opts.progress = [](std::size_t done, std::size_t total, const std::string& p) {
-      spdlog::debug("weight-diff {}/{} {}", done, total, p);
+    auto last = std::chrono::steady_clock::now();
+    opts.progress = [&last](std::size_t done, std::size_t total, const std::string& p) {
+      auto now = std::chrono::steady_clock::now();
+      spdlog::debug("weight-diff {}/{} {} ({:.2f} s)", done, total, p, std::chrono::duration<double>(now - last).count());
+      last = now;
     };
     WeightDiff wd = compute_weight_diff(*base, ck, ctx.base.family, opts);
     if (!args.flag("keep-going")) refuse_broken(wd, ck);

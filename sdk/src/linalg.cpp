@@ -22,6 +22,7 @@
 #include <tuple>
 #ifdef AQUIN_LINALG_TRACE
 #include <cstdio>
+#include <cstdlib>
 #endif
 
 namespace aquin {
@@ -31,21 +32,39 @@ namespace {
 constexpr int64_t kExactMaxSide = 64;
 // Block width: wide enough that the GEMMs run near the memory-bandwidth limit and that the
 // leading cluster of a flat spectrum is resolved as a block, narrow enough that the basis stays small.
+#ifdef AQUIN_LINALG_TRACE
+const int64_t kBlock = getenv("kBlock") ? atoll(getenv("kBlock")) : 16;
+#else
 constexpr int64_t kBlock = 16;
+#endif
 // Basis columns held before a thick restart. Bounds the fp64 workspace (2 · N · 256 doubles) and the
 // cost of the K×K eigenproblem solved after every iteration.
+#ifdef AQUIN_LINALG_TRACE
+const int64_t kBasisCap = getenv("kBasisCap") ? atoll(getenv("kBasisCap")) : 256;
+#else
 constexpr int64_t kBasisCap = 256;
+#endif
 // Ritz vectors kept across a restart (Krylov–Schur style): enough that the converging cluster and
 // the directions just below it survive, so a restart costs little convergence.
+#ifdef AQUIN_LINALG_TRACE
+const int64_t kKeepOnRestart = getenv("kKeepOnRestart") ? atoll(getenv("kKeepOnRestart")) : 128;
+#else
 constexpr int64_t kKeepOnRestart = 128;
+#endif
 // Leading Ritz pairs examined for the cluster bound; the (p+1)-th pair supplies the gap.
+#ifdef AQUIN_LINALG_TRACE
+const int64_t kClusterMax = getenv("kClusterMax") ? atoll(getenv("kClusterMax")) : 24;
+#else
 constexpr int64_t kClusterMax = 24;
+#endif
 // Fixed seed: the same tensor always gives the same estimate.
 constexpr uint64_t kSeed = 0x61717569'6e5eed01ULL;
 // Below this requested tolerance fp32 products cannot produce residuals small enough to certify.
 constexpr double kFp64ProductTol = 1e-5;
 // Column vanishing threshold during orthogonalisation (relative to its norm before projection).
 constexpr double kRankTol = 1e-10;
+// Failure probability of the convergence-free bound reported when the iteration stops uncertified.
+constexpr double kPowerBoundFailure = 1e-10;
 // Row chunks for converting (fp16/bf16 → fp32, anything → fp64) on the fly: a few MB, cache-sized.
 constexpr int64_t kChunkBytes = int64_t{8} << 20;
 // A compute-dtype copy of the whole matrix is made when it is at most this big; past it the matrix
@@ -85,38 +104,47 @@ double max_abs_checked(const at::Tensor& t, const char* fn, const char* arg) {
   return a;
 }
 
-// The Gram operator G = Lᵀ L / s² of a tall view L ([long, short]), applied to fp64 blocks.
-// Scaling by s = max|entry| keeps fp32 products far from overflow and underflow whatever the
-// magnitude of the delta; results are in scaled units (σ = s · sqrt(λ)).
+// The Gram operator G = Lᵀ L / s² of a tall view L ([long, short]), applied to fp64 blocks; results
+// are in scaled units (σ = s · sqrt(λ)). With s = max|entry|, G's entries are O(long side) at most,
+// so fp32 products neither overflow nor underflow whatever the magnitude of the delta.
 class GramOperator {
  public:
   GramOperator(at::Tensor tall, double s, at::ScalarType compute)
-      : tall_(std::move(tall)), inv_s_(1.0 / s), compute_(compute) {
-    const int64_t bytes = tall_.numel() * static_cast<int64_t>(c10::elementSize(compute_));
-    if (tall_.scalar_type() == compute_)
-      resident_ = tall_;  // used in place: GEMM takes the (possibly transposed) strides as they are
-    else if (bytes <= kMaxCopyBytes)
-      resident_ = tall_.to(compute_);
+      : tall_(std::move(tall)), s_(s), inv_s_(1.0 / s), compute_(compute) {
     rows_per_chunk_ = std::max<int64_t>(1, kChunkBytes / (8 * std::max<int64_t>(1, dim())));
+    // For ordinary magnitudes the scale is applied to the thin blocks (cheap). Past these limits
+    // 1/s itself, or entries converted to fp32, would leave the fp32 range, so the entries are
+    // divided by s (in fp64) before they are converted.
+    prescale_ = !(s >= 1e-30 && s <= 1e30);
+    const int64_t bytes = tall_.numel() * static_cast<int64_t>(c10::elementSize(compute_));
+    if (tall_.scalar_type() == compute_ && !prescale_) {
+      resident_ = tall_;  // used in place: GEMM takes the (possibly transposed) strides as they are
+    } else if (bytes <= kMaxCopyBytes) {
+      resident_ = at::empty({tall_.size(0), dim()}, at::TensorOptions().dtype(compute_));
+      for (int64_t r0 = 0; r0 < tall_.size(0); r0 += rows_per_chunk_) {
+        const int64_t n = std::min(rows_per_chunk_, tall_.size(0) - r0);
+        resident_.narrow(0, r0, n).copy_(rows(r0, n, compute_));
+      }
+    }
   }
 
   int64_t dim() const { return tall_.size(1); }
 
   // G·z in the compute dtype; z is fp64 [dim, c], the result fp64 [dim, c].
   at::Tensor apply(const at::Tensor& z) const {
-    const at::Tensor zc = (z * inv_s_).to(compute_);
+    const double zscale = prescale_ ? 1.0 : inv_s_;
+    const at::Tensor zc = (z * zscale).to(compute_);
     at::Tensor w;
     if (resident_.defined()) {
       w = at::mm(resident_.t(), at::mm(resident_, zc));
     } else {
       w = at::zeros({dim(), z.size(1)}, zc.options());
       for (int64_t r0 = 0; r0 < tall_.size(0); r0 += rows_per_chunk_) {
-        const at::Tensor c =
-            tall_.narrow(0, r0, std::min(rows_per_chunk_, tall_.size(0) - r0)).to(compute_);
+        const at::Tensor c = rows(r0, std::min(rows_per_chunk_, tall_.size(0) - r0), compute_);
         w.addmm_(c.t(), at::mm(c, zc));
       }
     }
-    return w.to(at::kDouble).mul_(inv_s_);
+    return w.to(at::kDouble).mul_(zscale);
   }
 
   // G·z with fp64 products throughout, and Σ (entry/s)² of the whole matrix added to *sumsq: the
@@ -125,10 +153,7 @@ class GramOperator {
     at::Tensor w = at::zeros({dim(), z.size(1)}, kF64);
     double acc = 0.0;
     for (int64_t r0 = 0; r0 < tall_.size(0); r0 += rows_per_chunk_) {
-      // Out of place: for an fp64 input .to() returns the caller's own storage.
-      const at::Tensor c =
-          at::mul(tall_.narrow(0, r0, std::min(rows_per_chunk_, tall_.size(0) - r0)).to(at::kDouble),
-                  inv_s_);
+      const at::Tensor c = scaled_f64(r0, std::min(rows_per_chunk_, tall_.size(0) - r0));
       const at::Tensor flat = c.reshape({-1});
       acc += at::dot(flat, flat).item<double>();
       w.addmm_(c.t(), at::mm(c, z));
@@ -138,10 +163,24 @@ class GramOperator {
   }
 
  private:
+  // Rows [r0, r0 + n) of L / s in fp64, never aliasing the caller's tensor (for an fp64 input
+  // .to() alone would return the caller's own storage).
+  at::Tensor scaled_f64(int64_t r0, int64_t n) const {
+    return at::div(tall_.narrow(0, r0, n).to(at::kDouble), s_);
+  }
+
+  // Rows [r0, r0 + n) of L in dtype dt, divided by s when prescale_.
+  at::Tensor rows(int64_t r0, int64_t n, at::ScalarType dt) const {
+    if (prescale_) return scaled_f64(r0, n).to(dt);
+    return tall_.narrow(0, r0, n).to(dt);
+  }
+
   at::Tensor tall_;
   at::Tensor resident_;
+  double s_;
   double inv_s_;
   at::ScalarType compute_;
+  bool prescale_ = false;
   int64_t rows_per_chunk_ = 1;
 };
 
@@ -185,42 +224,51 @@ struct Ritz {
   double lambda_err = std::numeric_limits<double>::infinity();
 };
 
-// Bound on λ₁ − μ₁ from R = [r_1 … r_P], the residuals G v_i − μ_i v_i of the leading Ritz pairs.
+// Bound on λ₁ − μ₁ from R = [r₁ … r_P], the residuals G v_i − μ_i v_i of the leading Ritz pairs
+// (μ descending), all in the Gram operator's units.
+//
 //  - First order: some eigenvalue lies within ‖r₁‖ of μ₁.
-//  - Second order, for each cluster size p: if the p leading Ritz values sit above the rest of the
-//    spectrum by a gap η, then |λ_i − μ_i| ≤ 2‖R_p‖² / (η + sqrt(η² + 4‖R_p‖²)) (Li & Li 2005).
-//    The rest of the spectrum is taken to lie below μ_{p+1} + ‖r_{p+1}‖ (the next Ritz value plus its
-//    own residual interval), less ‖R_p‖ of margin for the cluster's not-yet-converged directions.
-// Resolving a cluster as a whole is what makes a flat Marchenko–Pastur top certifiable: the gap
-// between neighbours there is tiny, but the gap below a block of ~16 values is not.
+//  - Second order, for each cluster size p < P: in the basis [V_p, V_p⊥], G = [[Θ_p, Eᵀ], [E, N_p]]
+//    with ‖E·x‖ = ‖R_p·x‖. If γ ≥ λ_max(N_p) then G ⪯ [[Θ_p, Eᵀ], [E, γI]], so λ₁ is at most the
+//    largest eigenvalue of the 2p×2p bordered matrix [[Θ_p, S_pᵀ], [S_p, γI]], where R_p = W·S_p
+//    (QR). This uses the actual coupling of each Ritz vector rather than a worst case over the
+//    block, and resolving a cluster as a whole is what makes a flat Marchenko–Pastur top certifiable
+//    sooner than σ₁'s own vector converges.
+//    γ: every w ⊥ V_p has at most sin²θ of its weight on the top-p eigenvectors X_p, so
+//    wᵀGw ≤ λ_{p+1} + sin²θ · (λ₁ − λ_{p+1}), and by Davis–Kahan sin θ ≤ ‖R_p‖ / δ with δ the gap
+//    between μ_p and λ_{p+1}. With λ_{p+1} ∈ [μ_{p+1}, μ_{p+1} + ‖r_{p+1}‖] and λ₁ ≤ μ₁ + ‖r₁‖ this gives
+//    γ = μ_{p+1} + ‖r_{p+1}‖ + (‖R_p‖/δ)² · (μ₁ + ‖r₁‖ − μ_{p+1}), δ = μ_p − μ_{p+1} − ‖r_{p+1}‖ > 0.
+// Both rest on the assumption stated in linalg.hpp: the eigenvalue found within a Ritz value's
+// residual interval is the one of the same rank (nothing larger went unseen by the Krylov space).
 double residual_bound(const at::Tensor& mu, const at::Tensor& r) {
-  const at::Tensor s = at::mm(r.t(), r);
-  const auto sa = s.accessor<double, 2>();
-  const auto ma = mu.accessor<double, 1>();
   const int64_t p1 = r.size(1);
-  double best = std::sqrt(std::max(0.0, sa[0][0]));
+  const at::Tensor gram = at::mm(r.t(), r);
+  const auto ga = gram.accessor<double, 2>();
+  const auto ma = mu.accessor<double, 1>();
+  const at::Tensor sfac = std::get<1>(at::linalg_qr(r, "r"));  // r = W · sfac, sfac upper triangular
+  const double r1 = std::sqrt(std::max(0.0, ga[0][0]));
+  double best = r1;
   for (int64_t p = 1; p < p1; ++p) {
-    const double rp2 = std::max(0.0, at::linalg_eigvalsh(s.narrow(0, 0, p).narrow(1, 0, p))
-                                         .max()
-                                         .item<double>());
-    const double gap = ma[p - 1] - ma[p] - std::sqrt(std::max(0.0, sa[p][p])) - std::sqrt(rp2);
-    if (gap <= 0) continue;
-    best = std::min(best, 2.0 * rp2 / (gap + std::sqrt(gap * gap + 4.0 * rp2)));
+    const double rnext = std::sqrt(std::max(0.0, ga[p][p]));
+    const double delta = ma[p - 1] - ma[p] - rnext;
+    if (delta <= 0) continue;
+    const double rp2 = std::max(
+        0.0, at::linalg_eigvalsh(gram.narrow(0, 0, p).narrow(1, 0, p)).max().item<double>());
+    const double sin2 = std::min(1.0, rp2 / (delta * delta));
+    const double gamma = ma[p] + rnext + sin2 * (ma[0] + r1 - ma[p]);
+    at::Tensor bordered = at::zeros({2 * p, 2 * p}, kF64);
+    bordered.narrow(0, 0, p).narrow(1, 0, p).diagonal().copy_(mu.narrow(0, 0, p));
+    bordered.narrow(0, p, p).narrow(1, p, p).diagonal().fill_(gamma);
+    // Column j of R_p only touches W's first j+1 columns, hence the leading p×p block of sfac.
+    const at::Tensor sp = sfac.narrow(0, 0, p).narrow(1, 0, p);
+    bordered.narrow(0, p, p).narrow(1, 0, p).copy_(sp);
+    bordered.narrow(0, 0, p).narrow(1, p, p).copy_(sp.t());
+    best = std::min(best, at::linalg_eigvalsh(bordered).max().item<double>() - ma[0]);
   }
 #ifdef AQUIN_LINALG_TRACE
-  {
-    int64_t bp = 0; double bb = std::sqrt(std::max(0.0, sa[0][0]));
-    for (int64_t p = 1; p < p1; ++p) {
-      const double rp2 = std::max(0.0, at::linalg_eigvalsh(s.narrow(0, 0, p).narrow(1, 0, p)).max().item<double>());
-      const double gap = ma[p - 1] - ma[p] - std::sqrt(std::max(0.0, sa[p][p])) - std::sqrt(rp2);
-      if (gap <= 0) continue;
-      double d = 2.0 * rp2 / (gap + std::sqrt(gap * gap + 4.0 * rp2));
-      if (d < bb) { bb = d; bp = p; }
-    }
-    fprintf(stderr, "   mu1 %.10g r1/2mu %.2e best p %ld rel %.2e\n", ma[0], std::sqrt(std::max(0.0, sa[0][0]))/(2*ma[0]), (long)bp, bb/(2*ma[0]));
-  }
+  if (getenv("TRACE_RR")) fprintf(stderr, "   mu1 %.10g r1/2mu %.2e best %.2e\n", ma[0], r1/(2*ma[0]), best/(2*ma[0]));
 #endif
-  return best;
+  return std::max(0.0, best);
 }
 
 Ritz rayleigh_ritz(const at::Tensor& q, const at::Tensor& gq, const at::Tensor& t) {
@@ -261,6 +309,21 @@ Checked check_fp64(const GramOperator& op, const at::Tensor& v0, int64_t rows, i
   return out;
 }
 
+// A bound on σ₁'s relative error that needs no convergence, only the Gaussian start, for a
+// Krylov space that contains G^d x for each of the b Gaussian start columns x. It backs the report
+// when max_iter stops the iteration before the residual bound is small, because a large residual
+// bound is not trustworthy (it locates *an* eigenvalue near μ₁, and far from convergence that need
+// not be λ₁). Derivation: the Ritz value μ₁ is at least the Rayleigh quotient of G^d x, which by
+// log-convexity of the moments xᵀG^j x is at least λ₁ · (x₁²/‖x‖²)^{1/(2d+1)}, x₁ being x's
+// component along the top eigenvector. x₁²/‖x‖² ~ Beta(1/2, (N−1)/2) is below t with probability at
+// most sqrt(2Nt/π), so all b columns are, with probability at most δ when t = π/(2N) · δ^{2/b}.
+// Hence λ₁ ≤ μ₁ · t^{-1/(2d+1)} with probability ≥ 1 − δ (and σ₁ ≤ σ̂ · t^{-1/(4d+2)}).
+double power_rel_bound(int64_t n, int64_t b, int depth) {
+  const double log_t = std::log(M_PI / (2.0 * static_cast<double>(n))) +
+                       (2.0 / static_cast<double>(b)) * std::log(kPowerBoundFailure);
+  return std::expm1(-log_t / (2.0 * (2.0 * depth + 1.0)));
+}
+
 SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int max_iter) {
   const int64_t rows = m.size(0);
   const int64_t cols = m.size(1);
@@ -275,9 +338,13 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
   at::Tensor t = at::zeros({cap, cap}, kF64); // qᵀ G q
   int64_t k = 0;
 
-  at::Tensor z = orthonormalize_against(q.narrow(1, 0, 0),
-                                        at::randn({n, std::min(kBlock, n)}, gen, kF64), gen);
+  const int64_t b = std::min(kBlock, n);
+  at::Tensor z = orthonormalize_against(q.narrow(1, 0, 0), at::randn({n, b}, gen, kF64), gen);
   double target = rel_tol;
+  // Krylov depth whose powers G^d x are certainly in the space: it grows until the first restart,
+  // which keeps the leading Ritz vectors (so μ₁ never drops) but not the powers themselves.
+  int power_depth = 0;
+  bool restarted = false;
   SpectralEstimate est;
   for (int it = 1;; ++it) {
     const int64_t c = z.size(1);
@@ -295,13 +362,17 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
     const double mu1 = rr.mu[0].item<double>();
     const bool exhausted = k == n;  // the basis spans everything: Ritz values are exact
     const bool last = it >= max_iter;
+    if (!restarted) power_depth = it - 1;
     if (exhausted || last || (mu1 > 0 && rr.lambda_err / (2.0 * mu1) <= target)) {
       const int64_t p1 = std::min<int64_t>(k, kClusterMax + 1);
       const Checked ck = check_fp64(op, at::mm(q.narrow(1, 0, k), rr.y.narrow(1, 0, p1)), rows, cols);
-      if (ck.rel_bound <= rel_tol || exhausted || last) {
+      const bool certified = ck.rel_bound <= rel_tol || exhausted;
+      if (certified || last) {
         est.sigma_max = s * std::sqrt(std::max(0.0, ck.mu1));
         est.frobenius = s * std::sqrt(ck.sumsq);
-        est.rel_error_bound = ck.rel_bound;
+        // Uncertified: either bound may be the valid one, so report the larger.
+        est.rel_error_bound =
+            certified ? ck.rel_bound : std::max(ck.rel_bound, power_rel_bound(n, b, power_depth));
         est.iterations = it;
         return est;
       }
@@ -322,6 +393,7 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
       t.zero_();
       t.narrow(0, 0, keep).narrow(1, 0, keep).diagonal().copy_(rr.mu.narrow(0, 0, keep));
       k = keep;
+      restarted = true;
     }
   }
 }

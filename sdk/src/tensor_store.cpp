@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <c10/util/accumulate.h>
 #include <cstdint>
 #include <cerrno>
@@ -82,6 +84,40 @@ const TensorInfo* TensorStore::find(const std::string& name) const {
   return &tensors()[it->second];
 }
 
+namespace {
+
+// Live mappings, so release_mapped_pages() can tell a mapped tensor from a heap one (madvise on
+// anonymous memory would zero it).
+std::mutex& mappings_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::uintptr_t, std::size_t>& mappings() {
+  static std::map<std::uintptr_t, std::size_t> m;
+  return m;
+}
+
+void drop_pages(std::uintptr_t addr, std::size_t nbytes) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const std::uintptr_t begin = (addr + page - 1) / page * page;
+  const std::uintptr_t end = (addr + nbytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+void release_mapped_pages(const at::Tensor& t) {
+  if (!t.defined() || !t.is_contiguous() || t.numel() == 0) return;
+  const auto addr = reinterpret_cast<std::uintptr_t>(t.data_ptr());
+  const std::size_t nbytes = t.nbytes();
+  std::lock_guard<std::mutex> lock(mappings_mutex());
+  auto it = mappings().upper_bound(addr);
+  if (it == mappings().begin()) return;
+  --it;
+  if (addr + nbytes > it->first + it->second) return;
+  drop_pages(addr, nbytes);
+}
+
 std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path.string(), std::strerror(errno));
@@ -106,13 +142,20 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
       throw InputError(path.string(), std::string("cannot map: ") + std::strerror(e));
     }
     f->data_ = static_cast<const unsigned char*>(p);
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings()[reinterpret_cast<std::uintptr_t>(p)] = f->size_;
   }
   ::close(fd);
   return f;
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), size_);
+  if (data_ == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(mappings_mutex());
+    mappings().erase(reinterpret_cast<std::uintptr_t>(data_));
+  }
+  ::munmap(const_cast<unsigned char*>(data_), size_);
 }
 
 at::Tensor tensor_from_mapping(const std::shared_ptr<const MappedFile>& file, std::size_t offset,
@@ -133,10 +176,7 @@ at::Tensor tensor_from_mapping(const std::shared_ptr<const MappedFile>& file, st
   return at::from_blob(
       ptr, shape,
       [keep, ptr, nbytes](void*) mutable {
-        const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-        auto begin = (reinterpret_cast<std::uintptr_t>(ptr) + page - 1) / page * page;
-        auto end = (reinterpret_cast<std::uintptr_t>(ptr) + nbytes) / page * page;
-        if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+        drop_pages(reinterpret_cast<std::uintptr_t>(ptr), nbytes);
         keep.reset();
       },
       opts);

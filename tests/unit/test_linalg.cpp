@@ -34,7 +34,12 @@ at::Tensor with_spectrum(int64_t rows, int64_t cols, const at::Tensor& s, uint64
   return at::mm(u * s.to(at::kDouble), v.t());
 }
 
-double frobenius_f64(const at::Tensor& m) { return m.to(at::kDouble).norm().item<double>(); }
+// ‖m‖_F in fp64, scaled first so that 1e-200-sized entries do not underflow when squared.
+double frobenius_f64(const at::Tensor& m) {
+  const at::Tensor d = m.to(at::kDouble);
+  const double amax = d.abs().max().item<double>();
+  return amax == 0 ? 0.0 : (d / amax).norm().item<double>() * amax;
+}
 
 struct Checked {
   aquin::SpectralEstimate est;

@@ -79,7 +79,8 @@ void check_fixture(const std::string& fixture) {
   }
   EXPECT_EQ(ck.state_dict_key, want["state_dict_key"].GetString());
   std::map<std::string, std::string> scalars;
-  for (const auto& m : want["scalars"].GetObject()) scalars[m.name.GetString()] = m.value.GetString();
+  for (const auto& m : want["scalars"].GetObject())
+    scalars[m.name.GetString()] = m.value.GetString();
   EXPECT_EQ(ck.scalars, scalars);
 
   ASSERT_TRUE(ck.tensors);
@@ -274,7 +275,8 @@ class PtCrafted : public ::testing::Test {
 
   fs::path write_file(const std::string& name, const std::string& bytes) {
     const fs::path p = dir_ / name;
-    std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(p, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     return p;
   }
 
@@ -336,9 +338,9 @@ std::string floats(const std::vector<float>& v) {
 TEST_F(PtCrafted, HandWrittenPickleReads) {
   // Also shows that the folder name does not matter: here it is the stem "hand".
   const auto p = write_archive(
-      "hand.pt", pickle(dict({{"step", int64(7)},
-                              {"model", dict({{"w", tensor("0", "FloatStorage", 6, 0, {2, 3},
-                                                           {3, 1})}})}})),
+      "hand.pt",
+      pickle(dict({{"step", int64(7)},
+                   {"model", dict({{"w", tensor("0", "FloatStorage", 6, 0, {2, 3}, {3, 1})}})}})),
       {{"0", floats({1, 2, 3, 4, 5, 6})}});
   const PtCheckpoint ck = read_pt(p);
   EXPECT_EQ(ck.step, 7);
@@ -351,14 +353,18 @@ TEST_F(PtCrafted, HandWrittenPickleReads) {
 TEST_F(PtCrafted, Protocol4OpcodesRead) {
   // FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL, NEWOBJ, BINFLOAT and a short LONG1.
   std::string body = "\x95" + std::string(8, '\0');  // FRAME: a read-ahead hint
-  body += "}\x94(";                                    // top-level dict (memo 0), MARK
+  body += "}\x94(";                                  // top-level dict (memo 0), MARK
   body += "\x8c\x01w\x94";
   body += "\x8c\x0ctorch._utils\x94\x8c\x12_rebuild_tensor_v2\x94\x93\x94";
-  body += "((" + str("storage") + "\x8c\x05torch\x8c\x0c" "FloatStorage\x93" + str("0") +
-          str("cpu") + "K\x03tQ" + "K\x01" + "(K\x02t" + "K\x01\x85" + "\x89" +
-          "\x8c\x0b" "collections\x8c\x0bOrderedDict\x93)\x81" + "tR";
+  // SHORT_BINUNICODE strings, as protocol 4 writes them ("\x8c" + one length byte + text).
+  auto s8 = [](const std::string& text) { return "\x8c"s + static_cast<char>(text.size()) + text; };
+  body += "((" + str("storage") + s8("torch") + s8("FloatStorage") + "\x93";  // the storage type
+  body += str("0") + str("cpu") + "K\x03tQ";            // key, location, numel; BINPERSID
+  body += "K\x01"s + "(K\x02t" + "K\x01\x85" + "\x89";  // offset 1, size (2,), stride (1,), False
+  body += s8("collections") + s8("OrderedDict") + "\x93)\x81";  // hooks: OrderedDict via NEWOBJ
+  body += "tR";
   body += "\x8c\x02lrG" + std::string("\x3f\xb9\x99\x99\x99\x99\x99\x9a", 8);  // 0.1
-  body += "\x8c\x03neg" + std::string("\x8a\x02\x00\xff", 4);                 // -256
+  body += "\x8c\x03neg" + std::string("\x8a\x02\x00\xff", 4);                  // -256
   body += "u";
   const auto p = write_archive("p4.pt", "\x80\x04" + body + ".", {{"0", floats({1, 2, 3})}});
   const PtCheckpoint ck = read_pt(p);
@@ -371,58 +377,69 @@ TEST_F(PtCrafted, Protocol4OpcodesRead) {
 }
 
 TEST_F(PtCrafted, MissingStorageRecord) {
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("7", "FloatStorage", 2, 0, {2}, {1})}})),
-                               {{"0", floats({1, 2})}});
+  const auto p =
+      write_archive("a.pt", pickle(dict({{"w", tensor("7", "FloatStorage", 2, 0, {2}, {1})}})),
+                    {{"0", floats({1, 2})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "data/7");
 }
 
 TEST_F(PtCrafted, StorageRecordTooShort) {
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {6}, {1})}})),
-                               {{"0", floats({1, 2})}});
+  const auto p =
+      write_archive("a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {6}, {1})}})),
+                    {{"0", floats({1, 2})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "holds 8 bytes");
 }
 
 TEST_F(PtCrafted, ViewPastItsStorage) {
   // 3x3 with stride 3 reaches element 8 of a 6-element storage.
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {3, 3}, {3, 1})}})),
-                               {{"0", floats({1, 2, 3, 4, 5, 6})}});
+  const auto p = write_archive(
+      "a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {3, 3}, {3, 1})}})),
+      {{"0", floats({1, 2, 3, 4, 5, 6})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "reaches element 8");
   // An offset alone can do it too.
-  const auto q = write_archive("b.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 5, {2}, {1})}})),
-                               {{"0", floats({1, 2, 3, 4, 5, 6})}});
+  const auto q =
+      write_archive("b.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 5, {2}, {1})}})),
+                    {{"0", floats({1, 2, 3, 4, 5, 6})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(q); }), "reaches element 6");
 }
 
 TEST_F(PtCrafted, SizesThatOverflow) {
   const int64_t big = int64_t{1} << 40;
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {big, big}, {big, 1})}})),
-                               {{"0", floats({1, 2, 3, 4, 5, 6})}});
+  const auto p = write_archive(
+      "a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {big, big}, {big, 1})}})),
+      {{"0", floats({1, 2, 3, 4, 5, 6})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "overflow");
-  const auto q = write_archive("b.pt", pickle(dict({{"w", tensor("0", "FloatStorage", int64_t{1} << 62, 0, {1}, {1})}})),
-                               {{"0", floats({1})}});
+  const auto q = write_archive(
+      "b.pt", pickle(dict({{"w", tensor("0", "FloatStorage", int64_t{1} << 62, 0, {1}, {1})}})),
+      {{"0", floats({1})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(q); }), "holds 4 bytes");
-  const auto r = write_archive("c.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {-1}, {1})}})),
-                               {{"0", floats({1, 2, 3, 4, 5, 6})}});
+  const auto r =
+      write_archive("c.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 6, 0, {-1}, {1})}})),
+                    {{"0", floats({1, 2, 3, 4, 5, 6})}});
   EXPECT_CONTAINS(input_error([&] { read_pt(r); }), "negative");
 }
 
 TEST_F(PtCrafted, CompressedStorageIsRefused) {
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 1024, 0, {1024}, {1})}})),
-                               {{"0", floats(std::vector<float>(1024, 0.0f))}}, /*compress=*/true);
+  const auto p = write_archive(
+      "a.pt", pickle(dict({{"w", tensor("0", "FloatStorage", 1024, 0, {1024}, {1})}})),
+      {{"0", floats(std::vector<float>(1024, 0.0f))}}, /*compress=*/true);
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "compressed");
 }
 
 TEST_F(PtCrafted, BoolStorageMustHoldZeroOrOne) {
-  const auto p = write_archive("a.pt", pickle(dict({{"w", tensor("0", "BoolStorage", 3, 0, {3}, {1})}})),
-                               {{"0", std::string("\x01\x02\x00", 3)}});
+  const auto p =
+      write_archive("a.pt", pickle(dict({{"w", tensor("0", "BoolStorage", 3, 0, {3}, {1})}})),
+                    {{"0", std::string("\x01\x02\x00", 3)}});
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "bool");
 }
 
 TEST_F(PtCrafted, OtherGlobalsAndCallPathsAreRefusedByName) {
   // An unknown torch helper in tensor position.
   const auto p = write_archive(
-      "a.pt", pickle(dict({{"w", global("torch._utils", "_rebuild_device_tensor_from_numpy") + ")R"}})));
-  EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "'torch._utils._rebuild_device_tensor_from_numpy'");
+      "a.pt",
+      pickle(dict({{"w", global("torch._utils", "_rebuild_device_tensor_from_numpy") + ")R"}})));
+  EXPECT_CONTAINS(input_error([&] { read_pt(p); }),
+                  "'torch._utils._rebuild_device_tensor_from_numpy'");
   // INST names its class inline.
   const auto q = write_archive("b.pt", pickle("(" + str("id") + "ios\nsystem\n"));
   EXPECT_CONTAINS(input_error([&] { read_pt(q); }), "'os.system'");
@@ -436,14 +453,16 @@ TEST_F(PtCrafted, OtherGlobalsAndCallPathsAreRefusedByName) {
 
 TEST_F(PtCrafted, MalformedPickles) {
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"\x80\x02}", "truncated"},                                        // no STOP
-      {"\x80\x02.", "stack underflow"},                                  // STOP on nothing
-      {"\x80\x02\xff.", "unsupported pickle opcode 0xff"},               // unknown opcode
-      {"\x80\x02X\xff\xff\xff\xff" "abc.", "runs past the end"},         // huge length
-      {"\x80\x02h\x05.", "memo key 5"},                                  // memo never stored
-      {"\x80\x02](" + str("a") + "u.", "SETITEMS"},                      // odd items / non-dict
-      {"\x80\x02]}\x86}(]" + str("x") + "u.", "unhashable"},             // list as a key
-      {"\x80\x02" + str("a") + "(\x85.", "stack underflow"},             // pop past a MARK
+      {"\x80\x02}", "truncated"},                           // no STOP
+      {"\x80\x02.", "stack underflow"},                     // STOP on nothing
+      {"\x80\x02\xff.", "unsupported pickle opcode 0xff"},  // unknown opcode
+      {"\x80\x02X\xff\xff\xff\xff"
+       "abc.",
+       "runs past the end"},                                  // huge length
+      {"\x80\x02h\x05.", "memo key 5"},                       // memo never stored
+      {"\x80\x02](" + str("a") + "u.", "SETITEMS"},           // odd items / non-dict
+      {"\x80\x02]}\x86}(]" + str("x") + "u.", "unhashable"},  // list as a key
+      {"\x80\x02" + str("a") + "(\x85.", "stack underflow"},  // pop past a MARK
       {"\x80\x09}.", "protocol 9"},
       {"\x80\x02" + std::string("\x8a\x09") + std::string(9, '\x7f') + ".", "64 bits"},
       {"\x80\x02" + str("x") + "b.", "stack underflow"},
@@ -473,7 +492,8 @@ TEST_F(PtCrafted, FlattenedNamesMustBeUnique) {
   EXPECT_CONTAINS(input_error([&] { read_pt(p); }), "'a.b'");
   // Python replaces the value of a repeated key in place: so does the VM.
   const auto q = write_archive(
-      "b.pt", pickle(dict({{"w", "N"}, {"v", t}, {"w", tensor("0", "FloatStorage", 2, 1, {1}, {1})}})),
+      "b.pt",
+      pickle(dict({{"w", "N"}, {"v", t}, {"w", tensor("0", "FloatStorage", 2, 1, {1}, {1})}})),
       {{"0", floats({1, 2})}});
   const PtCheckpoint ck = read_pt(q);
   ASSERT_EQ(ck.tensors->tensors().size(), 2u);
@@ -552,7 +572,8 @@ TEST_F(PtCrafted, MutatedPicklesNeverCrash) {
       bytes.resize(rng() % bytes.size());
     } else {
       for (int k = 0, n = 1 + static_cast<int>(rng() % 4); k < n; ++k) {
-        bytes[rng() % bytes.size()] = static_cast<char>(kind == 1 ? rng() & 0xff : bytes[rng() % bytes.size()]);
+        bytes[rng() % bytes.size()] =
+            static_cast<char>(kind == 1 ? rng() & 0xff : bytes[rng() % bytes.size()]);
       }
     }
     const auto p = write_archive("fuzz.pt", bytes, storages);

@@ -4,11 +4,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 
 namespace aquin::io {
 
@@ -16,24 +16,78 @@ namespace {
 
 // Opcodes, named as in CPython's Lib/pickle.py.
 enum Op : unsigned char {
-  MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', FLOAT = 'F', INT = 'I',
-  BININT = 'J', BININT1 = 'K', LONG = 'L', BININT2 = 'M', NONE = 'N', PERSID = 'P',
-  BINPERSID = 'Q', REDUCE = 'R', STRING = 'S', BINSTRING = 'T', SHORT_BINSTRING = 'U',
-  UNICODE = 'V', BINUNICODE = 'X', APPEND = 'a', BUILD = 'b', GLOBAL = 'c', DICT = 'd',
-  EMPTY_DICT = '}', APPENDS = 'e', GET = 'g', BINGET = 'h', INST = 'i', LONG_BINGET = 'j',
-  LIST = 'l', EMPTY_LIST = ']', OBJ = 'o', PUT = 'p', BINPUT = 'q', LONG_BINPUT = 'r',
-  SETITEM = 's', TUPLE = 't', EMPTY_TUPLE = ')', SETITEMS = 'u', BINFLOAT = 'G',
+  MARK = '(',
+  STOP = '.',
+  POP = '0',
+  POP_MARK = '1',
+  DUP = '2',
+  FLOAT = 'F',
+  INT = 'I',
+  BININT = 'J',
+  BININT1 = 'K',
+  LONG = 'L',
+  BININT2 = 'M',
+  NONE = 'N',
+  PERSID = 'P',
+  BINPERSID = 'Q',
+  REDUCE = 'R',
+  STRING = 'S',
+  BINSTRING = 'T',
+  SHORT_BINSTRING = 'U',
+  UNICODE = 'V',
+  BINUNICODE = 'X',
+  APPEND = 'a',
+  BUILD = 'b',
+  GLOBAL = 'c',
+  DICT = 'd',
+  EMPTY_DICT = '}',
+  APPENDS = 'e',
+  GET = 'g',
+  BINGET = 'h',
+  INST = 'i',
+  LONG_BINGET = 'j',
+  LIST = 'l',
+  EMPTY_LIST = ']',
+  OBJ = 'o',
+  PUT = 'p',
+  BINPUT = 'q',
+  LONG_BINPUT = 'r',
+  SETITEM = 's',
+  TUPLE = 't',
+  EMPTY_TUPLE = ')',
+  SETITEMS = 'u',
+  BINFLOAT = 'G',
   // protocol 2
-  PROTO = 0x80, NEWOBJ = 0x81, EXT1 = 0x82, EXT2 = 0x83, EXT4 = 0x84, TUPLE1 = 0x85,
-  TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a, LONG4 = 0x8b,
+  PROTO = 0x80,
+  NEWOBJ = 0x81,
+  EXT1 = 0x82,
+  EXT2 = 0x83,
+  EXT4 = 0x84,
+  TUPLE1 = 0x85,
+  TUPLE2 = 0x86,
+  TUPLE3 = 0x87,
+  NEWTRUE = 0x88,
+  NEWFALSE = 0x89,
+  LONG1 = 0x8a,
+  LONG4 = 0x8b,
   // protocol 3
-  BINBYTES = 'B', SHORT_BINBYTES = 'C',
+  BINBYTES = 'B',
+  SHORT_BINBYTES = 'C',
   // protocol 4
-  SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e, EMPTY_SET = 0x8f,
-  ADDITEMS = 0x90, FROZENSET = 0x91, NEWOBJ_EX = 0x92, STACK_GLOBAL = 0x93, MEMOIZE = 0x94,
+  SHORT_BINUNICODE = 0x8c,
+  BINUNICODE8 = 0x8d,
+  BINBYTES8 = 0x8e,
+  EMPTY_SET = 0x8f,
+  ADDITEMS = 0x90,
+  FROZENSET = 0x91,
+  NEWOBJ_EX = 0x92,
+  STACK_GLOBAL = 0x93,
+  MEMOIZE = 0x94,
   FRAME = 0x95,
   // protocol 5
-  BYTEARRAY8 = 0x96, NEXT_BUFFER = 0x97, READONLY_BUFFER = 0x98,
+  BYTEARRAY8 = 0x96,
+  NEXT_BUFFER = 0x97,
+  READONLY_BUFFER = 0x98,
 };
 
 // Names are matched exactly; protocol 2 pickles written by Python 3 spell them this way.
@@ -90,18 +144,30 @@ std::string hex_byte(unsigned char c) {
 
 const char* kind_name(PyValue::Kind kind) {
   switch (kind) {
-    case PyValue::Kind::None: return "None";
-    case PyValue::Kind::Bool: return "bool";
-    case PyValue::Kind::Int: return "int";
-    case PyValue::Kind::Float: return "float";
-    case PyValue::Kind::Str: return "str";
-    case PyValue::Kind::Bytes: return "bytes";
-    case PyValue::Kind::Tuple: return "tuple";
-    case PyValue::Kind::List: return "list";
-    case PyValue::Kind::Dict: return "dict";
-    case PyValue::Kind::Global: return "global";
-    case PyValue::Kind::Storage: return "storage";
-    case PyValue::Kind::Tensor: return "torch.Tensor";
+    case PyValue::Kind::None:
+      return "None";
+    case PyValue::Kind::Bool:
+      return "bool";
+    case PyValue::Kind::Int:
+      return "int";
+    case PyValue::Kind::Float:
+      return "float";
+    case PyValue::Kind::Str:
+      return "str";
+    case PyValue::Kind::Bytes:
+      return "bytes";
+    case PyValue::Kind::Tuple:
+      return "tuple";
+    case PyValue::Kind::List:
+      return "list";
+    case PyValue::Kind::Dict:
+      return "dict";
+    case PyValue::Kind::Global:
+      return "global";
+    case PyValue::Kind::Storage:
+      return "storage";
+    case PyValue::Kind::Tensor:
+      return "torch.Tensor";
   }
   return "?";
 }
@@ -225,9 +291,13 @@ void PickleVM::canonical_key(const PyValue& key, std::string& out, int depth) {
   if (depth > 32) fail("dict key nested too deeply");
   if (out.size() > limits_.max_key_bytes) fail("dict key too large");
   switch (key.kind) {
-    case PyValue::Kind::None: out += 'n'; return;
+    case PyValue::Kind::None:
+      out += 'n';
+      return;
     case PyValue::Kind::Bool:
-    case PyValue::Kind::Int: out += 'i' + std::to_string(key.i) + ';'; return;
+    case PyValue::Kind::Int:
+      out += 'i' + std::to_string(key.i) + ';';
+      return;
     case PyValue::Kind::Float: {
       const double f = key.f;
       if (std::isfinite(f) && f == std::trunc(f) && std::fabs(f) < 9.2e18) {
@@ -300,8 +370,8 @@ PyValue* PickleVM::resolve_global(const std::string& module, const std::string& 
     }
   }
   // Refused by name, before anything could use it.
-  throw InputError(origin_, "refuses pickle global '" + printable(module) + "." +
-                                printable(name) + "' (aquin executes no code from checkpoints)");
+  throw InputError(origin_, "refuses pickle global '" + printable(module) + "." + printable(name) +
+                                "' (aquin executes no code from checkpoints)");
 }
 
 std::vector<std::int64_t> PickleVM::int_tuple(const PyValue* v, const char* what) {
@@ -569,9 +639,15 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         push(top());
         break;
 
-      case NONE: push(make(PyValue::Kind::None)); break;
-      case NEWTRUE: push_bool(true); break;
-      case NEWFALSE: push_bool(false); break;
+      case NONE:
+        push(make(PyValue::Kind::None));
+        break;
+      case NEWTRUE:
+        push_bool(true);
+        break;
+      case NEWFALSE:
+        push_bool(false);
+        break;
       case BININT: {
         const auto u = static_cast<std::uint32_t>(read_le(4));
         std::int32_t i = 0;
@@ -579,10 +655,18 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         push_int(i);
         break;
       }
-      case BININT1: push_int(static_cast<std::int64_t>(read_le(1))); break;
-      case BININT2: push_int(static_cast<std::int64_t>(read_le(2))); break;
-      case LONG1: push_long(read_le(1)); break;
-      case LONG4: push_long(read_le(4)); break;
+      case BININT1:
+        push_int(static_cast<std::int64_t>(read_le(1)));
+        break;
+      case BININT2:
+        push_int(static_cast<std::int64_t>(read_le(2)));
+        break;
+      case LONG1:
+        push_long(read_le(1));
+        break;
+      case LONG4:
+        push_long(read_le(4));
+        break;
       case INT: {
         const std::string text = read_line();
         if (text == "00" || text == "01") {
@@ -592,7 +676,9 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         }
         break;
       }
-      case LONG: push_int(parse_int(read_line())); break;
+      case LONG:
+        push_int(parse_int(read_line()));
+        break;
       case BINFLOAT: {
         const unsigned char* p = need(8);
         std::uint64_t bits = 0;
@@ -613,22 +699,38 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         break;
       }
 
-      case BINUNICODE: push_string(PyValue::Kind::Str, read_le(4)); break;
-      case SHORT_BINUNICODE: push_string(PyValue::Kind::Str, read_le(1)); break;
-      case BINUNICODE8: push_string(PyValue::Kind::Str, read_le(8)); break;
+      case BINUNICODE:
+        push_string(PyValue::Kind::Str, read_le(4));
+        break;
+      case SHORT_BINUNICODE:
+        push_string(PyValue::Kind::Str, read_le(1));
+        break;
+      case BINUNICODE8:
+        push_string(PyValue::Kind::Str, read_le(8));
+        break;
       // Python 2 str: names in old pickles, so text.
-      case SHORT_BINSTRING: push_string(PyValue::Kind::Str, read_le(1)); break;
+      case SHORT_BINSTRING:
+        push_string(PyValue::Kind::Str, read_le(1));
+        break;
       case BINSTRING: {
         const auto u = static_cast<std::uint32_t>(read_le(4));
         if (u > 0x7fffffffu) fail("negative BINSTRING length");
         push_string(PyValue::Kind::Str, u);
         break;
       }
-      case BINBYTES: push_string(PyValue::Kind::Bytes, read_le(4)); break;
-      case SHORT_BINBYTES: push_string(PyValue::Kind::Bytes, read_le(1)); break;
-      case BINBYTES8: push_string(PyValue::Kind::Bytes, read_le(8)); break;
+      case BINBYTES:
+        push_string(PyValue::Kind::Bytes, read_le(4));
+        break;
+      case SHORT_BINBYTES:
+        push_string(PyValue::Kind::Bytes, read_le(1));
+        break;
+      case BINBYTES8:
+        push_string(PyValue::Kind::Bytes, read_le(8));
+        break;
 
-      case EMPTY_TUPLE: push_tuple({}); break;
+      case EMPTY_TUPLE:
+        push_tuple({});
+        break;
       case TUPLE1: {
         PyValue* a = pop();
         push_tuple({a});
@@ -647,9 +749,13 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         push_tuple({a, b, c});
         break;
       }
-      case TUPLE: push_tuple(pop_mark()); break;
+      case TUPLE:
+        push_tuple(pop_mark());
+        break;
 
-      case EMPTY_LIST: push(make(PyValue::Kind::List)); break;
+      case EMPTY_LIST:
+        push(make(PyValue::Kind::List));
+        break;
       case LIST: {
         std::vector<PyValue*> items = pop_mark();
         PyValue* v = make(PyValue::Kind::List);
@@ -675,7 +781,9 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         break;
       }
 
-      case EMPTY_DICT: push(make(PyValue::Kind::Dict)); break;
+      case EMPTY_DICT:
+        push(make(PyValue::Kind::Dict));
+        break;
       case DICT: {
         std::vector<PyValue*> items = pop_mark();
         if (items.size() % 2 != 0) fail("DICT with an odd number of items");
@@ -698,13 +806,27 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         break;
       }
 
-      case BINPUT: memo_put(read_le(1), top()); break;
-      case LONG_BINPUT: memo_put(read_le(4), top()); break;
-      case MEMOIZE: memo_put(memo_.size(), top()); break;
-      case PUT: memo_put(static_cast<std::uint64_t>(parse_int(read_line())), top()); break;
-      case BINGET: push(memo_get(read_le(1))); break;
-      case LONG_BINGET: push(memo_get(read_le(4))); break;
-      case GET: push(memo_get(static_cast<std::uint64_t>(parse_int(read_line())))); break;
+      case BINPUT:
+        memo_put(read_le(1), top());
+        break;
+      case LONG_BINPUT:
+        memo_put(read_le(4), top());
+        break;
+      case MEMOIZE:
+        memo_put(memo_.size(), top());
+        break;
+      case PUT:
+        memo_put(static_cast<std::uint64_t>(parse_int(read_line())), top());
+        break;
+      case BINGET:
+        push(memo_get(read_le(1)));
+        break;
+      case LONG_BINGET:
+        push(memo_get(read_le(4)));
+        break;
+      case GET:
+        push(memo_get(static_cast<std::uint64_t>(parse_int(read_line()))));
+        break;
 
       case GLOBAL: {
         const std::string module = read_line();
@@ -772,7 +894,9 @@ const PyValue& PickleVM::run(const unsigned char* data, std::size_t size) {
         (void)state;
         break;
       }
-      case BINPERSID: push(persistent_load(pop())); break;
+      case BINPERSID:
+        push(persistent_load(pop()));
+        break;
 
       case EXT1:
       case EXT2:

@@ -32,10 +32,10 @@ namespace aquin::io {
 /// hundreds of thousands of tensors (about 20 objects each) while keeping a hostile file's worst
 /// case to a few hundred MB.
 struct PickleLimits {
-  std::size_t max_objects = std::size_t{4} << 20;  ///< values created + container slots filled
-  std::size_t max_stack = std::size_t{1} << 20;    ///< stack entries plus open MARKs
-  std::size_t max_memo = std::size_t{4} << 20;     ///< memo entries
-  std::size_t max_dims = 64;                       ///< dimensions of one tensor
+  std::size_t max_objects = std::size_t{4} << 20;     ///< values created + container slots filled
+  std::size_t max_stack = std::size_t{1} << 20;       ///< stack entries plus open MARKs
+  std::size_t max_memo = std::size_t{4} << 20;        ///< memo entries
+  std::size_t max_dims = 64;                          ///< dimensions of one tensor
   std::size_t max_key_bytes = std::size_t{64} << 10;  ///< canonical form of one dict key
   std::size_t max_key_work = std::size_t{1} << 30;    ///< canonical key bytes over all SETITEMs
 };
@@ -54,7 +54,18 @@ enum class PyGlobal {
 /// One Python value. Owned by the PickleVM that made it; pointers stay valid for its lifetime.
 struct PyValue {
   enum class Kind : std::uint8_t {
-    None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor
+    None,
+    Bool,
+    Int,
+    Float,
+    Str,
+    Bytes,
+    Tuple,
+    List,
+    Dict,
+    Global,
+    Storage,
+    Tensor
   };
   Kind kind = Kind::None;
   std::int64_t i = 0;  ///< Int, Bool (0 or 1)

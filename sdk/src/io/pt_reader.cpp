@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
@@ -224,11 +225,16 @@ std::string render_float(double f) {
 // int, float, bool and str render as text; anything else is not a scalar.
 std::optional<std::string> render_scalar(const PyValue& v) {
   switch (v.kind) {
-    case PyValue::Kind::Int: return std::to_string(v.i);
-    case PyValue::Kind::Bool: return std::string(v.i != 0 ? "true" : "false");
-    case PyValue::Kind::Float: return render_float(v.f);
-    case PyValue::Kind::Str: return v.s;
-    default: return std::nullopt;
+    case PyValue::Kind::Int:
+      return std::to_string(v.i);
+    case PyValue::Kind::Bool:
+      return std::string(v.i != 0 ? "true" : "false");
+    case PyValue::Kind::Float:
+      return render_float(v.f);
+    case PyValue::Kind::Str:
+      return v.s;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -270,8 +276,8 @@ struct Flattener {
       } else if (key.kind == PyValue::Kind::Int) {
         name = std::to_string(key.i);  // e.g. optimizer state, keyed by parameter index
       } else {
-        throw InputError(where, std::string("state dict key of type ") +
-                                    io::kind_name(key.kind) + " (expected str)");
+        throw InputError(where, std::string("state dict key of type ") + io::kind_name(key.kind) +
+                                    " (expected str)");
       }
       const std::string full = prefix.empty() ? name : prefix + "." + name;
       if (value.kind == PyValue::Kind::Dict) {
@@ -297,7 +303,10 @@ class StorageResolver {
   StorageResolver(std::shared_ptr<const MappedFile> file, const ZipIndex& zip,
                   caffe2::serialize::PyTorchStreamReader& reader, std::string prefix,
                   std::string where)
-      : file_(std::move(file)), zip_(zip), reader_(reader), prefix_(std::move(prefix)),
+      : file_(std::move(file)),
+        zip_(zip),
+        reader_(reader),
+        prefix_(std::move(prefix)),
         where_(std::move(where)) {}
 
   at::Tensor operator()(const io::StorageRequest& req) {
@@ -311,7 +320,8 @@ class StorageResolver {
     }
     const std::string record = "data/" + req.key;
     const ZipEntry* entry = zip_.find(prefix_ + record);
-    if (entry == nullptr || !reader_.hasRecord(record)) fail("storage record " + record + " is missing");
+    if (entry == nullptr || !reader_.hasRecord(record))
+      fail("storage record " + record + " is missing");
     if (entry->method != 0 || entry->compressed_size != entry->size) {
       fail("storage record " + record + " is compressed (zip method " +
            std::to_string(entry->method) + "); aquin maps storages in place, as torch.save " +
@@ -337,8 +347,8 @@ class StorageResolver {
         if (p[k] > 1) fail("bool storage " + record + " holds a byte other than 0 or 1");
       }
     }
-    at::Tensor t = tensor_from_mapping(file_, static_cast<std::size_t>(offset), req.dtype,
-                                       {req.numel});
+    at::Tensor t =
+        tensor_from_mapping(file_, static_cast<std::size_t>(offset), req.dtype, {req.numel});
     cache_.emplace(req.key, t);
     return t;
   }
@@ -467,8 +477,8 @@ PtCheckpoint read_pt(const std::filesystem::path& path) {
     throw;
   } catch (const c10::Error& e) {
     // PyTorchStreamReader reports bad zips this way; an ATen check would too.
-    throw InputError(where, "not a valid torch.save archive: " +
-                                first_line(e.what_without_backtrace()));
+    throw InputError(where,
+                     "not a valid torch.save archive: " + first_line(e.what_without_backtrace()));
   } catch (const std::invalid_argument& e) {  // the version record is parsed with std::stoull
     throw InputError(where, std::string("not a valid torch.save archive: ") + e.what());
   } catch (const std::out_of_range& e) {

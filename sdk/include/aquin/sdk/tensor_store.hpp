@@ -81,4 +81,10 @@ BOOST_SYMBOL_VISIBLE at::Tensor tensor_from_mapping(const std::shared_ptr<const 
                                                     std::size_t offset, DType dtype,
                                                     const std::vector<int64_t>& shape);
 
+/// Drops the pages under a contiguous tensor that aliases a MappedFile from this process's
+/// resident set (they stay in the page cache and fault back in if touched again). A no-op for
+/// tensors that do not alias a live mapping, so it is safe to call on any tensor. Streaming code
+/// calls it on each chunk it has finished with, so a large tensor is never wholly resident.
+BOOST_SYMBOL_VISIBLE void release_mapped_pages(const at::Tensor& t);
+
 }  // namespace aquin

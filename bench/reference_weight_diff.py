@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""The plain PyTorch way to do weight-diff, for bench_weight_diff to time against aquin.
+
+Loads both models fully, then for each tensor: delta in fp32, Frobenius norms, max |delta| and
+torch.linalg.svdvals for the spectral norm and stable rank. Prints one JSON object.
+  /usr/bin/python3 bench/reference_weight_diff.py BASE_DIR FT_DIR [--threads N]
+"""
+import argparse
+import json
+import os
+import struct
+import time
+
+import torch
+
+
+def load_safetensors(path):
+    """Whole-file load of a safetensors file (no safetensors package on Debian 12)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = bytearray(f.read())
+    dtypes = {"BF16": (torch.bfloat16, 2), "F16": (torch.float16, 2), "F32": (torch.float32, 4)}
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        dtype, size = dtypes[e["dtype"]]
+        t = torch.frombuffer(data, dtype=dtype, count=(end - b) // size, offset=b)
+        out[name] = t.reshape(e["shape"])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base")
+    ap.add_argument("ft")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    base = load_safetensors(os.path.join(a.base, "model.safetensors"))
+    ft = load_safetensors(os.path.join(a.ft, "model.safetensors"))
+    load_s = time.time() - t0
+    result = {}
+    for name, w in base.items():
+        d = ft[name].float() - w.float()
+        e = {"delta_norm": d.norm().item(), "base_norm": w.float().norm().item(), "max_abs_delta": d.abs().max().item()}
+        if d.dim() == 2:
+            s = torch.linalg.svdvals(d)
+            e["spectral_norm"] = s[0].item()
+            e["stable_rank"] = (e["delta_norm"] ** 2) / (s[0].item() ** 2)
+        result[name] = e
+    print(json.dumps({"load_s": load_s, "total_s": time.time() - t0, "matrices": result}))
+
+
+if __name__ == "__main__":
+    main()
