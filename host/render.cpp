@@ -23,32 +23,34 @@ bool numeric_cell(const std::string& s) {
 void render_table(std::ostream& out, const Table& t) {
   const std::size_t ncol = t.columns.size();
   std::vector<std::size_t> width(ncol, 0);
+  // A column is right-aligned (header included) when every non-empty cell in it is a number.
+  std::vector<bool> right(ncol, true);
   for (std::size_t i = 0; i < ncol; ++i) width[i] = display_width(t.columns[i]);
   for (const auto& row : t.rows)
-    for (std::size_t i = 0; i < ncol && i < row.size(); ++i) width[i] = std::max(width[i], display_width(row[i]));
-  auto cell = [&](const std::string& s, std::size_t i, bool right) {
+    for (std::size_t i = 0; i < ncol && i < row.size(); ++i) {
+      width[i] = std::max(width[i], display_width(row[i]));
+      if (!row[i].empty() && row[i] != "-" && !numeric_cell(row[i])) right[i] = false;
+    }
+  auto cell = [&](const std::string& s, std::size_t i) {
     std::string pad(width[i] - std::min(width[i], display_width(s)), ' ');
-    out << (right ? pad + s : s + pad);
+    if (!right[i] && i + 1 == ncol) pad.clear();  // no trailing blanks
+    out << (right[i] ? pad + s : s + pad);
+  };
+  auto line = [&](const std::vector<std::string>& cells) {
+    for (std::size_t i = 0; i < ncol; ++i) {
+      if (i) out << "  ";
+      cell(i < cells.size() ? cells[i] : "", i);
+    }
+    out << "\n";
   };
   if (!t.title.empty()) out << t.title << "\n";
-  for (std::size_t i = 0; i < ncol; ++i) {
-    if (i) out << "  ";
-    cell(t.columns[i], i, i > 0);
-  }
-  out << "\n";
+  line(t.columns);
   for (std::size_t i = 0; i < ncol; ++i) {
     if (i) out << "  ";
     for (std::size_t k = 0; k < width[i]; ++k) out << "─";
   }
   out << "\n";
-  for (const auto& row : t.rows) {
-    for (std::size_t i = 0; i < ncol; ++i) {
-      if (i) out << "  ";
-      const std::string s = i < row.size() ? row[i] : "";
-      cell(s, i, i > 0 && (numeric_cell(s) || s.empty() || s == "-"));
-    }
-    out << "\n";
-  }
+  for (const auto& row : t.rows) line(row);
   for (const auto& n : t.notes) out << "  " << n << "\n";
 }
 

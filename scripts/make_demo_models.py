@@ -721,7 +721,12 @@ Layout:
                          adapter_model.safetensors
   checkpoints/           checkpoint-N.pt of the full fine-tune at steps {ckpts}
                          (same format as full-ft.pt)
-  demo_manifest.json     steps, losses and fp64 Frobenius norms of every dW
+  demo_manifest.json     steps, learning rates, losses, fp64 Frobenius norms of
+                         every dW (full-ft from the stored bf16 values; LoRA as
+                         (lora_alpha/r) * B @ A), and a reference forward pass
+                         (base logits at the last position of a fixed prompt);
+                         its paths are relative to this directory
+  README.txt             this file
 """
 
 
