@@ -82,6 +82,46 @@ def decode(ids):
     return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
 
+def byte_to_unicode():
+    """GPT-2's reversible byte -> printable character map (the ByteLevel alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def tokenizer_json():
+    """The byte tokenizer above as a Hugging Face tokenizer.json: a byte-level BPE with the 256
+    byte tokens (id = byte value) and no merges, so every byte stays one token."""
+    chars = byte_to_unicode()
+    specials = [("<bos>", BOS_ID), ("<eos>", EOS_ID), ("<pad>", PAD_ID), ("<unk>", UNK_ID)]
+    return OrderedDict([
+        ("version", "1.0"),
+        ("truncation", None),
+        ("padding", None),
+        ("added_tokens", [OrderedDict([("id", i), ("content", t), ("single_word", False), ("lstrip", False),
+                                       ("rstrip", False), ("normalized", False), ("special", True)])
+                          for t, i in specials]),
+        ("normalizer", None),
+        ("pre_tokenizer", OrderedDict([("type", "ByteLevel"), ("add_prefix_space", False), ("trim_offsets", True),
+                                       ("use_regex", False)])),
+        ("post_processor", None),
+        ("decoder", OrderedDict([("type", "ByteLevel"), ("add_prefix_space", False), ("trim_offsets", True),
+                                 ("use_regex", False)])),
+        ("model", OrderedDict([("type", "BPE"), ("dropout", None), ("unk_token", None),
+                               ("continuing_subword_prefix", None), ("end_of_word_suffix", None),
+                               ("fuse_unk", False), ("byte_fallback", False), ("ignore_merges", False),
+                               ("vocab", OrderedDict((chars[b], b) for b in range(256))),
+                               ("merges", [])])),
+    ])
+
+
 # --------------------------------------------------------------------------
 # Model configuration (mirrors transformers.LlamaConfig field names).
 # --------------------------------------------------------------------------
@@ -377,6 +417,7 @@ def save_hf_dir(state, out_dir, torch_dtype, shards=1):
     os.makedirs(out_dir, exist_ok=True)
     write_json(hf_config_json(torch_dtype), os.path.join(out_dir, "config.json"))
     write_json(hf_generation_config_json(), os.path.join(out_dir, "generation_config.json"))
+    write_json(tokenizer_json(), os.path.join(out_dir, "tokenizer.json"))
     if shards == 1:
         save_safetensors(state, os.path.join(out_dir, "model.safetensors"))
         return ["model.safetensors"]
@@ -703,7 +744,7 @@ Made by scripts/make_demo_models.py (seed {seed}). Tiny Llama-architecture
 models trained for a few seconds on examples/demo/*.txt: useful for testing
 tooling, not for generating text.
 
-Tokenizer (there is no tokenizer.json / tokenizer_config.json):
+Tokenizer (tokenizer.json, a byte-level BPE with no merges):
   byte-level. Every UTF-8 byte of the text is one token, id = byte value
   (0..255). Special tokens: bos = {bos}, eos = {eos}, pad = {pad}, {unk} is
   reserved. vocab_size = {vocab}. Training used raw byte windows, no bos/eos.

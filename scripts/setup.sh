@@ -10,6 +10,7 @@ packages=(g++ cmake ninja-build ccache pkg-config
           libtorch-dev libopenblas0-openmp
           libboost-dev libboost-program-options-dev
           rapidjson-dev libspdlog-dev libgtest-dev libgmock-dev
+          libpcre2-dev libutf8proc-dev
           python3-torch python3-numpy)
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
