@@ -4,6 +4,12 @@ find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
 find_package(RapidJSON REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(Threads REQUIRED)
+# The tokenizers (sdk/src/tokenizer) need PCRE2 for the pre-tokenizer regexes (\p{L} with UTF + UCP)
+# and utf8proc for Unicode normalisation forms, categories and case mapping. Both stay private to
+# the SDK: no public header names their types.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 
 if(NOT TARGET aquin::rapidjson)
   add_library(aquin_rapidjson INTERFACE)
