@@ -10,6 +10,7 @@
 #include <aquin/sdk/atomic_file.hpp>
 #include <aquin/sdk/errors.hpp>
 #include <aquin/sdk/json.hpp>
+#include <aquin/sdk/model_runtime.hpp>
 #include <aquin/sdk/plugin.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -236,17 +237,43 @@ fs::path export_path(const std::string& requested, const std::string& command, c
   return requested;
 }
 
+// Routes an analyzer's model requests to the adapter plugin that claimed the base model.
+class AdapterModelLoader final : public ModelLoader {
+ public:
+  AdapterModelLoader(const PluginRegistry& reg, const ModelInfo& base) : reg_(reg), base_(base) {}
+  std::unique_ptr<LoadedModel> load(const Checkpoint* overlay) const override {
+    for (const PluginEntry* a : reg_.adapters()) {
+      if (a->name != base_.adapter) continue;
+      std::unique_ptr<LoadedModel> out;
+      Status st = a->adapter->load(base_, overlay, out);
+      if (!st.ok()) {
+        if (st.code == StatusCode::Internal) throw std::runtime_error("model adapter " + a->name + ": " + st.message);
+        throw InputError(st.message);
+      }
+      return out;
+    }
+    throw InputError(base_.path, "no model-adapter plugin '" + base_.adapter + "' is loaded");
+  }
+
+ private:
+  const PluginRegistry& reg_;
+  ModelInfo base_;
+};
+
 // Runs an analyzer with parsed Args; prints text or JSON; saves. Returns the exit code.
 int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Globals& g, const PluginRegistry& reg) {
   RunContext ctx;
   ctx.command = plugin.name;
   ctx.threads = configure_threads(g.threads);
   std::optional<Session> session;
+  std::unique_ptr<AdapterModelLoader> loader;
   if (plugin.spec.needs_base_model) {
     session = load_session(args.opt_str("session").value_or(""));
     ctx.session_id = session->id;
     ctx.session_dir = session->dir;
     ctx.base = describe_model(session->model, session->path, reg, load_catalog());
+    loader = std::make_unique<AdapterModelLoader>(reg, ctx.base);
+    ctx.models = loader.get();
   } else if (auto id = args.opt_str("session"); id || current_session_id()) {
     try {
       session = load_session(id.value_or(""));

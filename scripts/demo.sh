@@ -25,5 +25,10 @@ run session start --id demo --model "$models/base"
 run weight-diff --checkpoint "$models/full-ft" --name full-ft-bf16
 run weight-diff --checkpoint "$models/full-ft.pt" --name full-ft-pt --save
 run weight-diff --checkpoint "$models/lora-adapter" --name lora --save
+run residual-drift --checkpoint "$models/full-ft" --name full-ft --save
+run residual-drift --checkpoint "$models/lora-adapter" --name lora --reduce mean --save
+run trajectory-analysis --dir "$models/checkpoints" --name full-ft-trajectory --save
+# The merge gate exits 2 on a failed verdict; the demo shows the verdict either way.
+run merge-analysis --checkpoint "$models/lora-adapter" --name lora-gate --save || echo "(merge-analysis exit code $?)"
 echo
 echo "exports: $AQUIN_HOME/sessions/demo/exports/"

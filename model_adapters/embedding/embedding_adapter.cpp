@@ -1,5 +1,8 @@
 // Model adapter for BERT-family encoders used as embedding models (gte-small, bge-small,
-// e5-small): reads config.json into the normalised ModelInfo. Weight names are the SDK's "bert" table.
+// e5-small): reads config.json into the normalised ModelInfo and runs the model through its
+// family's forward pass (families/). Weight names are the SDK's "bert" table.
+#include "families/bert.hpp"
+
 #include <aquin/sdk/config_json.hpp>
 #include <aquin/sdk/plugin.hpp>
 
@@ -32,6 +35,11 @@ class EmbeddingAdapter {
     m.norm = "layernorm";
     m.positions = "learned";
     return m;
+  }
+
+  std::unique_ptr<LoadedModel> load(const ModelInfo& base, const Checkpoint* overlay) const {
+    if (base.model_type == "bert") return bert::load(base, overlay);
+    throw InputError(base.path, "model_type '" + base.model_type + "' cannot be run by the embedding adapter");
   }
 };
 

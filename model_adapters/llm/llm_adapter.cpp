@@ -1,5 +1,8 @@
 // Model adapter for decoder-only LLMs of the Llama family (llama, mistral, qwen2): reads
-// config.json into the normalised ModelInfo. Weight names are the SDK's "llama" table.
+// config.json into the normalised ModelInfo and runs the model through families/llama.cpp.
+// Weight names are the SDK's "llama" table.
+#include "families/llama.hpp"
+
 #include <aquin/sdk/config_json.hpp>
 #include <aquin/sdk/plugin.hpp>
 
@@ -28,8 +31,12 @@ class LlmAdapter {
     m.d_model = config::get_int(cfg, "hidden_size");
     m.n_heads = config::get_int(cfg, "num_attention_heads");
     m.n_kv_heads = config::get_int(cfg, "num_key_value_heads", m.n_heads);
-    if (m.n_heads <= 0 || m.d_model % m.n_heads != 0)
-      throw InputError("config.json", "hidden_size is not a multiple of num_attention_heads");
+    if (m.n_heads <= 0) throw InputError("config.json", "num_attention_heads must be positive");
+    // An explicit head_dim (Mistral, Qwen3-style configs) need not divide hidden_size.
+    if (!cfg.HasMember("head_dim") || cfg["head_dim"].IsNull()) {
+      if (m.d_model % m.n_heads != 0)
+        throw InputError("config.json", "hidden_size is not a multiple of num_attention_heads");
+    }
     m.d_head = config::get_int(cfg, "head_dim", m.d_model / m.n_heads);
     m.d_mlp = config::get_int(cfg, "intermediate_size");
     m.vocab_size = config::get_int(cfg, "vocab_size");
@@ -39,6 +46,10 @@ class LlmAdapter {
     m.norm = "rmsnorm";
     m.positions = "rope";
     return m;
+  }
+
+  std::unique_ptr<LoadedModel> load(const ModelInfo& base, const Checkpoint* overlay) const {
+    return llm::load_llama(base, overlay);
   }
 };
 

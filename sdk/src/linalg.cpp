@@ -1,8 +1,9 @@
-// Spectral norms of weight deltas. The contract is in linalg.hpp; this file says why it is built so.
+// Spectral norms of weight deltas. The contract is in linalg.hpp; this file says why it is built
+// the way it is.
 //
 // The dense path is a thick-restarted block Lanczos iteration on the Gram operator of the smaller
-// side. Why not plain subspace (power) iteration: a full fine-tune delta looks like a Gaussian matrix
-// (Marchenko–Pastur spectrum) whose top singular values differ by ~1e-3 relative, and power
+// side. Why not plain subspace (power) iteration: a full fine-tune delta looks like a Gaussian
+// matrix (Marchenko–Pastur spectrum) whose top singular values differ by ~1e-3 relative, and power
 // iteration converges like (σ₂/σ₁)^k while Krylov methods converge like exp(-k·sqrt(gap)); at a
 // 1e-4 target that is hundreds of iterations against tens. Why blocks: a GEMM with 16 columns costs
 // about what a GEMV costs on a memory-bound 64 MB matrix, and 16 Gaussian start vectors make a
@@ -20,43 +21,25 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
-#ifdef AQUIN_LINALG_TRACE
-#include <cstdio>
-#include <cstdlib>
-#endif
 
 namespace aquin {
 namespace {
 
 // Up to this short side an fp64 SVD costs less than setting up the iteration and is exact.
 constexpr int64_t kExactMaxSide = 64;
-// Block width: wide enough that the GEMMs run near the memory-bandwidth limit and that the
-// leading cluster of a flat spectrum is resolved as a block, narrow enough that the basis stays small.
-#ifdef AQUIN_LINALG_TRACE
-const int64_t kBlock = getenv("kBlock") ? atoll(getenv("kBlock")) : 16;
-#else
+// Block width: wide enough that the GEMMs run near the memory-bandwidth limit and that the leading
+// cluster of a flat spectrum is resolved as a block, narrow enough that the basis stays small.
 constexpr int64_t kBlock = 16;
-#endif
-// Basis columns held before a thick restart. Bounds the fp64 workspace (2 · N · 256 doubles) and the
-// cost of the K×K eigenproblem solved after every iteration.
-#ifdef AQUIN_LINALG_TRACE
-const int64_t kBasisCap = getenv("kBasisCap") ? atoll(getenv("kBasisCap")) : 256;
-#else
-constexpr int64_t kBasisCap = 256;
-#endif
+// Basis columns held before a thick restart. Bounds the fp64 workspace (2 · N · 160 doubles) and
+// the cost of the K×K eigenproblem solved after every iteration; on flat spectra a cap anywhere in
+// 128–256 certified in the same number of iterations, the smaller ones with a quarter of the
+// eigensolver time.
+constexpr int64_t kBasisCap = 160;
 // Ritz vectors kept across a restart (Krylov–Schur style): enough that the converging cluster and
 // the directions just below it survive, so a restart costs little convergence.
-#ifdef AQUIN_LINALG_TRACE
-const int64_t kKeepOnRestart = getenv("kKeepOnRestart") ? atoll(getenv("kKeepOnRestart")) : 128;
-#else
-constexpr int64_t kKeepOnRestart = 128;
-#endif
+constexpr int64_t kKeepOnRestart = 96;
 // Leading Ritz pairs examined for the cluster bound; the (p+1)-th pair supplies the gap.
-#ifdef AQUIN_LINALG_TRACE
-const int64_t kClusterMax = getenv("kClusterMax") ? atoll(getenv("kClusterMax")) : 24;
-#else
 constexpr int64_t kClusterMax = 24;
-#endif
 // Fixed seed: the same tensor always gives the same estimate.
 constexpr uint64_t kSeed = 0x61717569'6e5eed01ULL;
 // Below this requested tolerance fp32 products cannot produce residuals small enough to certify.
@@ -67,11 +50,15 @@ constexpr double kRankTol = 1e-10;
 constexpr double kPowerBoundFailure = 1e-10;
 // Row chunks for converting (fp16/bf16 → fp32, anything → fp64) on the fly: a few MB, cache-sized.
 constexpr int64_t kChunkBytes = int64_t{8} << 20;
+// Row slabs of a resident row-major matrix multiplied twice in a row: small enough to stay in the
+// last-level cache between the two products, large enough that each GEMM call is efficient.
+constexpr int64_t kSlabBytes = int64_t{4} << 20;
 // A compute-dtype copy of the whole matrix is made when it is at most this big; past it the matrix
 // is converted chunk by chunk on every product (slower, but no extra full-size copy).
 constexpr int64_t kMaxCopyBytes = int64_t{1} << 30;
 
 const at::TensorOptions kF64 = at::TensorOptions().dtype(at::kDouble);
+constexpr double kPi = 3.14159265358979323846;
 
 void check_matrix(const at::Tensor& t, const char* fn, const char* arg) {
   if (!t.defined() || t.dim() != 2)
@@ -84,8 +71,10 @@ void check_matrix(const at::Tensor& t, const char* fn, const char* arg) {
 
 // max |t|, read in row chunks in the storage dtype (fp16 chunks go through fp32: ATen 1.13 has no
 // fp16 min/max kernel), so no full-size temporary is made; NaN or Inf anywhere throws.
-double max_abs_checked(const at::Tensor& t, const char* fn, const char* arg) {
-  if (t.numel() == 0) return 0.0;
+double max_abs_checked(const at::Tensor& t0, const char* fn, const char* arg) {
+  if (t0.numel() == 0) return 0.0;
+  // Slice along the caller's memory order (max|·| does not care about orientation).
+  const at::Tensor t = t0.stride(0) < t0.stride(1) ? t0.t() : t0;
   const int64_t rows = t.size(0);
   const int64_t step = std::max<int64_t>(1, kChunkBytes / 4 / std::max<int64_t>(1, t.size(1)));
   double a = 0.0;
@@ -109,22 +98,40 @@ double max_abs_checked(const at::Tensor& t, const char* fn, const char* arg) {
 // so fp32 products neither overflow nor underflow whatever the magnitude of the delta.
 class GramOperator {
  public:
-  GramOperator(at::Tensor tall, double s, at::ScalarType compute)
+  // `fp64_only`: only apply_fp64 will be called, so no compute-dtype copy is prepared.
+  GramOperator(at::Tensor tall, double s, at::ScalarType compute, bool fp64_only = false)
       : tall_(std::move(tall)), s_(s), inv_s_(1.0 / s), compute_(compute) {
     rows_per_chunk_ = std::max<int64_t>(1, kChunkBytes / (8 * std::max<int64_t>(1, dim())));
+    rows_per_slab_ = std::max<int64_t>(
+        64, kSlabBytes /
+                (static_cast<int64_t>(c10::elementSize(compute_)) * std::max<int64_t>(1, dim())));
     // For ordinary magnitudes the scale is applied to the thin blocks (cheap). Past these limits
     // 1/s itself, or entries converted to fp32, would leave the fp32 range, so the entries are
     // divided by s (in fp64) before they are converted.
     prescale_ = !(s >= 1e-30 && s <= 1e30);
     const int64_t bytes = tall_.numel() * static_cast<int64_t>(c10::elementSize(compute_));
-    if (tall_.scalar_type() == compute_ && !prescale_) {
-      resident_ = tall_;  // used in place: GEMM takes the (possibly transposed) strides as they are
+    // GEMM reads a matrix in place when one of its strides is 1 (row- or column-major with any
+    // leading dimension); any other view would be copied inside every product.
+    const bool blas_layout = tall_.stride(0) == 1 || tall_.stride(1) == 1;
+    if (fp64_only) {
+      // apply_fp64 converts slice by slice and needs nothing prepared
+    } else if (tall_.scalar_type() == compute_ && !prescale_ && blas_layout) {
+      resident_ = tall_;  // used in place, no copy of the caller's matrix
     } else if (bytes <= kMaxCopyBytes) {
-      resident_ = at::empty({tall_.size(0), dim()}, at::TensorOptions().dtype(compute_));
-      for (int64_t r0 = 0; r0 < tall_.size(0); r0 += rows_per_chunk_) {
-        const int64_t n = std::min(rows_per_chunk_, tall_.size(0) - r0);
-        resident_.narrow(0, r0, n).copy_(rows(r0, n, compute_));
+      // A copy in the compute dtype laid out like the caller's matrix (a transposed view stays a
+      // transposed view of a row-major copy), converted in slices so that the fp64 temporaries
+      // of prescaling stay small.
+      const bool transposed = tall_.stride(0) < tall_.stride(1);
+      const at::Tensor src = transposed ? tall_.t() : tall_;
+      at::Tensor copy = at::empty(src.sizes(), at::TensorOptions().dtype(compute_));
+      const int64_t step =
+          std::max<int64_t>(1, kChunkBytes / (8 * std::max<int64_t>(1, src.size(1))));
+      for (int64_t r0 = 0; r0 < src.size(0); r0 += step) {
+        const int64_t n = std::min(step, src.size(0) - r0);
+        const at::Tensor part = src.narrow(0, r0, n);
+        copy.narrow(0, r0, n).copy_(prescale_ ? at::div(part.to(at::kDouble), s_) : part);
       }
+      resident_ = transposed ? copy.t() : copy;
     }
   }
 
@@ -135,7 +142,18 @@ class GramOperator {
     const double zscale = prescale_ ? 1.0 : inv_s_;
     const at::Tensor zc = (z * zscale).to(compute_);
     at::Tensor w;
-    if (resident_.defined()) {
+    if (resident_.defined() && resident_.stride(1) == 1) {
+      // Row-major tall matrix: take each slab's two products back to back, so the second reads the
+      // slab from cache instead of memory (one pass over the matrix per iteration, not two).
+      w = at::zeros({dim(), z.size(1)}, zc.options());
+      for (int64_t r0 = 0; r0 < resident_.size(0); r0 += rows_per_slab_) {
+        const at::Tensor c =
+            resident_.narrow(0, r0, std::min(rows_per_slab_, resident_.size(0) - r0));
+        w.addmm_(c.t(), at::mm(c, zc));
+      }
+    } else if (resident_.defined()) {
+      // A transposed view (wide input): its row slabs are strided column blocks of the caller's
+      // matrix, which pack slowly, so the two products run over the whole matrix.
       w = at::mm(resident_.t(), at::mm(resident_, zc));
     } else {
       w = at::zeros({dim(), z.size(1)}, zc.options());
@@ -150,29 +168,49 @@ class GramOperator {
   // G·z with fp64 products throughout, and Σ (entry/s)² of the whole matrix added to *sumsq: the
   // verification pass reads every entry anyway, so the Frobenius norm comes with it.
   at::Tensor apply_fp64(const at::Tensor& z, double* sumsq) const {
+    // Entries of an fp32/fp16/bf16 input can neither overflow nor underflow fp64 products (nor
+    // their squares), and neither can fp64 entries within 1e±100, so s is applied to the thin
+    // blocks; only an fp64 input beyond that is divided entrywise.
+    const bool divide = tall_.scalar_type() == at::kDouble && !(s_ >= 1e-100 && s_ <= 1e100);
+    const double zscale = divide ? 1.0 : inv_s_;
+    const at::Tensor zs = z * zscale;
     at::Tensor w = at::zeros({dim(), z.size(1)}, kF64);
     double acc = 0.0;
     for (int64_t r0 = 0; r0 < tall_.size(0); r0 += rows_per_chunk_) {
-      const at::Tensor c = scaled_f64(r0, std::min(rows_per_chunk_, tall_.size(0) - r0));
-      const at::Tensor flat = c.reshape({-1});
+      const int64_t n = std::min(rows_per_chunk_, tall_.size(0) - r0);
+      // Without division an fp64 block may alias the caller's storage; it is only read.
+      const at::Tensor c = divide ? scaled_f64(r0, n) : block(r0, n, at::kDouble);
+      // Squares summed over c's own memory order, where flattening is a view rather than a copy.
+      const at::Tensor dense = c.is_contiguous() ? c : c.t();
+      const at::Tensor flat = dense.reshape({-1});
       acc += at::dot(flat, flat).item<double>();
-      w.addmm_(c.t(), at::mm(c, z));
+      w.addmm_(c.t(), at::mm(c, zs));
     }
-    *sumsq += acc;
-    return w;
+    *sumsq += divide ? acc : acc * inv_s_ * inv_s_;
+    return w.mul_(zscale);
   }
 
  private:
+  // Rows [r0, r0 + n) of L. When L is a transposed view (a wide input), these rows are a column
+  // block of the caller's row-major matrix: converting that block in its own orientation and
+  // transposing the view back turns the copy into contiguous runs instead of a strided gather.
+  at::Tensor block(int64_t r0, int64_t n, at::ScalarType dt) const {
+    const at::Tensor b = tall_.narrow(0, r0, n);
+    if (b.stride(0) < b.stride(1)) return b.t().to(dt).t();
+    return b.to(dt);
+  }
+
   // Rows [r0, r0 + n) of L / s in fp64, never aliasing the caller's tensor (for an fp64 input
-  // .to() alone would return the caller's own storage).
+  // .to() returns the caller's own storage, so the division must not be in place).
   at::Tensor scaled_f64(int64_t r0, int64_t n) const {
-    return at::div(tall_.narrow(0, r0, n).to(at::kDouble), s_);
+    if (tall_.scalar_type() == at::kDouble) return at::div(tall_.narrow(0, r0, n), s_);
+    return block(r0, n, at::kDouble).div_(s_);
   }
 
   // Rows [r0, r0 + n) of L in dtype dt, divided by s when prescale_.
   at::Tensor rows(int64_t r0, int64_t n, at::ScalarType dt) const {
     if (prescale_) return scaled_f64(r0, n).to(dt);
-    return tall_.narrow(0, r0, n).to(dt);
+    return block(r0, n, dt);
   }
 
   at::Tensor tall_;
@@ -182,15 +220,17 @@ class GramOperator {
   at::ScalarType compute_;
   bool prescale_ = false;
   int64_t rows_per_chunk_ = 1;
+  int64_t rows_per_slab_ = 64;
 };
 
 // Orthonormal columns spanning W's part orthogonal to Q (orthonormal, possibly 0 columns).
 // Classical Gram–Schmidt twice against Q ("twice is enough"), then Householder QR within the block.
-// A column that (nearly) vanishes under projection — the Krylov space is exhausted or the matrix has
-// low rank — is replaced by a fresh Gaussian column: Rayleigh–Ritz is valid on any orthonormal basis,
-// and the added direction can only help.
+// A column that (nearly) vanishes under projection — the Krylov space is exhausted or the matrix
+// has low rank — is replaced by a fresh Gaussian column: Rayleigh–Ritz is valid on any orthonormal
+// basis, and the added direction can only help.
 at::Tensor orthonormalize_against(const at::Tensor& Q, const at::Tensor& W0, at::Generator& gen) {
-  at::Tensor W = W0.clone();  // projected and patched in place below; the caller's block stays intact
+  // Projected and patched in place below; the caller's block stays intact.
+  at::Tensor W = W0.clone();
   const int64_t n = W.size(0);
   const int64_t c = W.size(1);
   auto project = [&Q](at::Tensor& x) {
@@ -202,12 +242,16 @@ at::Tensor orthonormalize_against(const at::Tensor& Q, const at::Tensor& W0, at:
     project(W);
     at::Tensor q, r;
     std::tie(q, r) = at::linalg_qr(W, "reduced");
-    const at::Tensor vanished = r.diagonal().abs() <= norms0 * kRankTol;
+    const at::Tensor kept = r.diagonal().abs() / norms0;  // share of each column that is new
+    const at::Tensor vanished = at::logical_not(kept > kRankTol);  // a zero column gives NaN here
     if (!vanished.any().item<bool>()) {
-      // R may be ill-conditioned (a nearly dependent column), which would amplify the tiny
-      // components along Q left by the projection; one more pass restores orthogonality.
-      project(q);
-      return std::get<0>(at::linalg_qr(q, "reduced"));
+      // Dividing by a small R_jj amplifies the ε-sized components along Q that projection leaves;
+      // past a 1e4 amplification one more pass restores orthogonality.
+      if (kept.min().item<double>() < 1e-4) {
+        project(q);
+        q = std::get<0>(at::linalg_qr(q, "reduced"));
+      }
+      return q;
     }
     const auto v = vanished.accessor<bool, 1>();
     for (int64_t j = 0; j < c; ++j)
@@ -222,6 +266,7 @@ struct Ritz {
   at::Tensor mu;  // [K] descending
   at::Tensor y;   // [K, K], column j belongs to mu[j]
   double lambda_err = std::numeric_limits<double>::infinity();
+  int64_t pairs_used = 1;  // leading pairs the bound needed
 };
 
 // Bound on λ₁ − μ₁ from R = [r₁ … r_P], the residuals G v_i − μ_i v_i of the leading Ritz pairs
@@ -232,22 +277,27 @@ struct Ritz {
 //    with ‖E·x‖ = ‖R_p·x‖. If γ ≥ λ_max(N_p) then G ⪯ [[Θ_p, Eᵀ], [E, γI]], so λ₁ is at most the
 //    largest eigenvalue of the 2p×2p bordered matrix [[Θ_p, S_pᵀ], [S_p, γI]], where R_p = W·S_p
 //    (QR). This uses the actual coupling of each Ritz vector rather than a worst case over the
-//    block, and resolving a cluster as a whole is what makes a flat Marchenko–Pastur top certifiable
-//    sooner than σ₁'s own vector converges.
+//    block, and resolving a cluster as a whole is what makes a flat Marchenko–Pastur top
+//    certifiable sooner than σ₁'s own vector converges.
 //    γ: every w ⊥ V_p has at most sin²θ of its weight on the top-p eigenvectors X_p, so
-//    wᵀGw ≤ λ_{p+1} + sin²θ · (λ₁ − λ_{p+1}), and by Davis–Kahan sin θ ≤ ‖R_p‖ / δ with δ the gap
-//    between μ_p and λ_{p+1}. With λ_{p+1} ∈ [μ_{p+1}, μ_{p+1} + ‖r_{p+1}‖] and λ₁ ≤ μ₁ + ‖r₁‖ this gives
-//    γ = μ_{p+1} + ‖r_{p+1}‖ + (‖R_p‖/δ)² · (μ₁ + ‖r₁‖ − μ_{p+1}), δ = μ_p − μ_{p+1} − ‖r_{p+1}‖ > 0.
+//    wᵀGw ≤ λ_{p+1} + sin²θ · (λ₁ − λ_{p+1}), and by Davis–Kahan sin θ ≤ ‖R_p‖ / δ with δ the
+//    gap between μ_p and λ_{p+1}. With λ_{p+1} ∈ [μ_{p+1}, μ_{p+1} + ‖r_{p+1}‖] and
+//    λ₁ ≤ μ₁ + ‖r₁‖ this gives
+//      γ = μ_{p+1} + ‖r_{p+1}‖ + (‖R_p‖/δ)² · (μ₁ + ‖r₁‖ − μ_{p+1}),
+//      δ = μ_p − μ_{p+1} − ‖r_{p+1}‖ > 0.
 // Both rest on the assumption stated in linalg.hpp: the eigenvalue found within a Ritz value's
 // residual interval is the one of the same rank (nothing larger went unseen by the Krylov space).
-double residual_bound(const at::Tensor& mu, const at::Tensor& r) {
+// *pairs_used receives how many leading pairs the winning bound looked at.
+double residual_bound(const at::Tensor& mu, const at::Tensor& r, int64_t* pairs_used) {
   const int64_t p1 = r.size(1);
   const at::Tensor gram = at::mm(r.t(), r);
   const auto ga = gram.accessor<double, 2>();
   const auto ma = mu.accessor<double, 1>();
-  const at::Tensor sfac = std::get<1>(at::linalg_qr(r, "r"));  // r = W · sfac, sfac upper triangular
+  // r = W · sfac with W orthonormal and sfac upper triangular.
+  const at::Tensor sfac = std::get<1>(at::linalg_qr(r, "r"));
   const double r1 = std::sqrt(std::max(0.0, ga[0][0]));
   double best = r1;
+  *pairs_used = 1;
   for (int64_t p = 1; p < p1; ++p) {
     const double rnext = std::sqrt(std::max(0.0, ga[p][p]));
     const double delta = ma[p - 1] - ma[p] - rnext;
@@ -263,32 +313,44 @@ double residual_bound(const at::Tensor& mu, const at::Tensor& r) {
     const at::Tensor sp = sfac.narrow(0, 0, p).narrow(1, 0, p);
     bordered.narrow(0, p, p).narrow(1, 0, p).copy_(sp);
     bordered.narrow(0, 0, p).narrow(1, p, p).copy_(sp.t());
-    best = std::min(best, at::linalg_eigvalsh(bordered).max().item<double>() - ma[0]);
+    const double bound = at::linalg_eigvalsh(bordered).max().item<double>() - ma[0];
+    if (bound < best) {
+      best = bound;
+      *pairs_used = p + 1;
+    }
   }
-#ifdef AQUIN_LINALG_TRACE
-  if (getenv("TRACE_RR")) fprintf(stderr, "   mu1 %.10g r1/2mu %.2e best %.2e\n", ma[0], r1/(2*ma[0]), best/(2*ma[0]));
-#endif
   return std::max(0.0, best);
 }
 
-Ritz rayleigh_ritz(const at::Tensor& q, const at::Tensor& gq, const at::Tensor& t) {
+// `target` (relative, on σ) only saves work: the cluster bound is skipped when even its best case
+// cannot reach it. Its bordered matrix contains [[μ₁, ‖r₁‖], [‖r₁‖, γ]] as a principal submatrix,
+// so it never beats μ₁ + ‖r₁‖²/(μ₁ + ‖r₁‖), i.e. 2ρ²/(1 + 2ρ) on σ with ρ = ‖r₁‖/(2μ₁).
+Ritz rayleigh_ritz(const at::Tensor& q, const at::Tensor& gq, const at::Tensor& t, double target) {
   at::Tensor ev, evec;
   std::tie(ev, evec) = at::linalg_eigh(t);
   Ritz out;
   out.mu = ev.flip(0).contiguous();
   out.y = evec.flip(1).contiguous();
+  const double mu1 = out.mu[0].item<double>();
+  const at::Tensor y1 = out.y.narrow(1, 0, 1);
+  const double r1 = (at::mm(gq, y1) - at::mm(q, y1) * mu1).norm().item<double>();
+  const double rho = mu1 > 0 ? r1 / (2.0 * mu1) : std::numeric_limits<double>::infinity();
+  out.lambda_err = r1;
+  out.pairs_used = 1;
+  if (!(2.0 * rho * rho / (1.0 + 2.0 * rho) <= target)) return out;
   const int64_t p1 = std::min<int64_t>(out.mu.size(0), kClusterMax + 1);
+  if (p1 < 2) return out;
   const at::Tensor yp = out.y.narrow(1, 0, p1);
   const at::Tensor mup = out.mu.narrow(0, 0, p1);
   const at::Tensor r = at::mm(gq, yp) - at::mm(q, yp) * mup;
-  out.lambda_err = residual_bound(mup.contiguous(), r);
+  out.lambda_err = std::min(r1, residual_bound(mup.contiguous(), r, &out.pairs_used));
   return out;
 }
 
 struct Checked {
-  double mu1 = 0;         // top Ritz value of G (scaled units), fp64 products
-  double rel_bound = 0;   // bound on the relative error of sqrt(mu1)
-  double sumsq = 0;       // Σ (entry/s)²
+  double mu1 = 0;        // top Ritz value of G (scaled units), fp64 products
+  double rel_bound = 0;  // bound on the relative error of sqrt(mu1)
+  double sumsq = 0;      // Σ (entry/s)²
 };
 
 // Redo Rayleigh–Ritz on the leading Ritz vectors with fp64 products: the reported value and bound
@@ -299,7 +361,7 @@ Checked check_fp64(const GramOperator& op, const at::Tensor& v0, int64_t rows, i
   const at::Tensor gv = op.apply_fp64(v, &out.sumsq);
   at::Tensor t = at::mm(v.t(), gv);
   t = (t + t.t()) * 0.5;
-  const Ritz rr = rayleigh_ritz(v, gv, t);
+  const Ritz rr = rayleigh_ritz(v, gv, t, std::numeric_limits<double>::infinity());
   out.mu1 = rr.mu[0].item<double>();
   // fp64 rounding in the products themselves, generously: each entry of G·v is a sum over the
   // long side, each Ritz value a sum over the short side.
@@ -319,7 +381,7 @@ Checked check_fp64(const GramOperator& op, const at::Tensor& v0, int64_t rows, i
 // most sqrt(2Nt/π), so all b columns are, with probability at most δ when t = π/(2N) · δ^{2/b}.
 // Hence λ₁ ≤ μ₁ · t^{-1/(2d+1)} with probability ≥ 1 − δ (and σ₁ ≤ σ̂ · t^{-1/(4d+2)}).
 double power_rel_bound(int64_t n, int64_t b, int depth) {
-  const double log_t = std::log(M_PI / (2.0 * static_cast<double>(n))) +
+  const double log_t = std::log(kPi / (2.0 * static_cast<double>(n))) +
                        (2.0 / static_cast<double>(b)) * std::log(kPowerBoundFailure);
   return std::expm1(-log_t / (2.0 * (2.0 * depth + 1.0)));
 }
@@ -333,9 +395,9 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
   const int64_t cap = std::min(n, kBasisCap);
 
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(kSeed);
-  at::Tensor q = at::zeros({n, cap}, kF64);   // orthonormal basis
-  at::Tensor gq = at::zeros({n, cap}, kF64);  // G applied to it
-  at::Tensor t = at::zeros({cap, cap}, kF64); // qᵀ G q
+  at::Tensor q = at::zeros({n, cap}, kF64);    // orthonormal basis
+  at::Tensor gq = at::zeros({n, cap}, kF64);   // G applied to it
+  at::Tensor t = at::zeros({cap, cap}, kF64);  // qᵀ G q
   int64_t k = 0;
 
   const int64_t b = std::min(kBlock, n);
@@ -358,14 +420,18 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
     diag.copy_((diag + diag.t()) * 0.5);
     k += c;
 
-    const Ritz rr = rayleigh_ritz(q.narrow(1, 0, k), gq.narrow(1, 0, k), t.narrow(0, 0, k).narrow(1, 0, k));
+    const Ritz rr = rayleigh_ritz(q.narrow(1, 0, k), gq.narrow(1, 0, k),
+                                  t.narrow(0, 0, k).narrow(1, 0, k), target);
     const double mu1 = rr.mu[0].item<double>();
     const bool exhausted = k == n;  // the basis spans everything: Ritz values are exact
     const bool last = it >= max_iter;
     if (!restarted) power_depth = it - 1;
     if (exhausted || last || (mu1 > 0 && rr.lambda_err / (2.0 * mu1) <= target)) {
-      const int64_t p1 = std::min<int64_t>(k, kClusterMax + 1);
-      const Checked ck = check_fp64(op, at::mm(q.narrow(1, 0, k), rr.y.narrow(1, 0, p1)), rows, cols);
+      // The check redoes the products in fp64, which costs about what three fp32 iterations do, so
+      // it covers only the pairs the bound used, plus a few for slack.
+      const int64_t p1 = std::min<int64_t>(k, std::max<int64_t>(4, rr.pairs_used + 3));
+      const Checked ck =
+          check_fp64(op, at::mm(q.narrow(1, 0, k), rr.y.narrow(1, 0, p1)), rows, cols);
       const bool certified = ck.rel_bound <= rel_tol || exhausted;
       if (certified || last) {
         est.sigma_max = s * std::sqrt(std::max(0.0, ck.mu1));
@@ -398,23 +464,35 @@ SpectralEstimate krylov_path(const at::Tensor& m, double s, double rel_tol, int 
   }
 }
 
+// Short side ≤ kExactMaxSide: the Gram matrix of that side is at most 64×64, so it is formed
+// outright in fp64 (one pass over m, through the same operator as the iterative path) and its
+// largest eigenvalue is σ_max². LAPACK's SVD of, say, a 64×100000 matrix takes 20-50 times longer.
 SpectralEstimate exact_path(const at::Tensor& m, double s) {
-  const at::Tensor md = at::div(m.to(at::kDouble), s);  // out of place: m may already be fp64
-  const at::Tensor sv = at::linalg_svdvals(md);
-  const at::Tensor flat = md.reshape({-1});
+  const int64_t rows = m.size(0);
+  const int64_t cols = m.size(1);
+  const GramOperator op(rows >= cols ? m : m.t(), s, at::kDouble, /*fp64_only=*/true);
+  const int64_t n = op.dim();
+  const int64_t len = std::max(rows, cols);
+  double sumsq = 0.0;
+  at::Tensor g = op.apply_fp64(at::eye(n, kF64), &sumsq);
+  g = (g + g.t()) * 0.5;
+  const double lambda = at::linalg_eigvalsh(g).max().item<double>();
   SpectralEstimate est;
-  est.sigma_max = s * sv[0].item<double>();
-  est.frobenius = s * std::sqrt(at::dot(flat, flat).item<double>());
-  // Backward-stable SVD: every computed σ is within p(n)·ε·σ_max of the true one.
-  est.rel_error_bound = 4.0 * DBL_EPSILON * static_cast<double>(m.size(0) + m.size(1));
-  est.iterations = 0;
+  est.sigma_max = s * std::sqrt(std::max(0.0, lambda));
+  est.frobenius = s * std::sqrt(sumsq);
+  // Forming G perturbs it by at most len · ε · ‖m‖_F² (in scaled units, sumsq) in norm, and the
+  // symmetric eigensolver adds n · ε · ‖G‖; halved on the way from σ² to σ.
+  est.rel_error_bound = lambda > 0 ? (static_cast<double>(len) * DBL_EPSILON * sumsq +
+                                      static_cast<double>(n) * DBL_EPSILON * lambda) /
+                                         (2.0 * lambda)
+                                   : 0.0;
   return est;
 }
 
 // R_B · R_Aᵀ for ΔW = B @ A (scale left out), plus the norms needed for a rounding bound.
 struct LoraCore {
-  at::Tensor core;    // [min(out, r), min(in, r)] fp64
-  double ra_rb = 0;   // ‖R_B‖_F · ‖R_A‖_F = ‖B‖_F · ‖A‖_F
+  at::Tensor core;   // [min(out, r), min(in, r)] fp64
+  double ra_rb = 0;  // ‖R_B‖_F · ‖R_A‖_F = ‖B‖_F · ‖A‖_F
   int64_t r = 0;
   int64_t size_sum = 0;
 };
@@ -474,7 +552,8 @@ SpectralEstimate lora_spectral_norm(const at::Tensor& B, const at::Tensor& A, do
   est.frobenius = std::fabs(scale) * at::linalg_matrix_norm(lc.core, "fro").item<double>();
   // QR and SVD are backward stable with respect to B and A, so the absolute error is a small
   // multiple of ε · ‖B‖ · ‖A‖; relative to σ_max that can be large only when B @ A nearly cancels.
-  const double abs_err = 4.0 * DBL_EPSILON * static_cast<double>(lc.size_sum) * std::fabs(scale) * lc.ra_rb;
+  const double abs_err =
+      4.0 * DBL_EPSILON * static_cast<double>(lc.size_sum) * std::fabs(scale) * lc.ra_rb;
   est.rel_error_bound = est.sigma_max > 0 ? abs_err / est.sigma_max : 0.0;
   return est;
 }

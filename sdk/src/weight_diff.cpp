@@ -131,7 +131,10 @@ double max_abs_of(const at::Tensor& x) {
 
 // Returns ΔW = c - b in fp32 (HF layout, contiguous). The stored chunks are released as soon as
 // they are consumed, so a 128256 x 2048 embedding never has both sources resident at once.
-at::Tensor delta_in_chunks(const at::Tensor& b_in, const at::Tensor& c_in, DType c_dtype, PairStats& st) {
+// Without `base_norm_wanted` ‖base‖² is left at 0 (the caller has it cached); NaN/Inf in the base
+// still show, since they make ΔW non-finite too.
+at::Tensor delta_in_chunks(const at::Tensor& b_in, const at::Tensor& c_in, DType c_dtype, bool base_norm_wanted,
+                           PairStats& st) {
   at::Tensor b = b_in.dim() == 0 ? b_in.reshape({1}) : b_in;
   at::Tensor c = c_in.dim() == 0 ? c_in.reshape({1}) : c_in;
   at::Tensor delta = at::empty(b.sizes(), at::TensorOptions().dtype(at::kFloat));
@@ -145,7 +148,7 @@ at::Tensor delta_in_chunks(const at::Tensor& b_in, const at::Tensor& c_in, DType
     at::Tensor cc = c_raw.to(at::kFloat);
     at::Tensor dc = delta.narrow(0, r0, n);
     at::sub_out(dc, cc, bc);
-    const double bsq = sum_squares(bc), dsq = sum_squares(dc);
+    const double bsq = base_norm_wanted ? sum_squares(bc) : 0.0, dsq = sum_squares(dc);
     // NaN/Inf anywhere make these sums non-finite: count exactly only then.
     if (!std::isfinite(bsq) || !std::isfinite(dsq)) st.non_finite += count_non_finite(bc) + count_non_finite(cc);
     st.base_sq += bsq;
@@ -165,6 +168,18 @@ void add_spectrum(MatrixDiff& m, const at::Tensor& delta, const WeightDiffOption
   m.spectral_norm = est.sigma_max;
   m.spectral_rel_error = est.rel_error_bound;
   if (est.sigma_max > 0) m.stable_rank = sq(m.delta_norm) / sq(est.sigma_max);
+}
+
+// ‖W_base‖_F from the caller's cache (WeightDiffOptions::base_norms), when it has it.
+std::optional<double> cached_base_norm(const WeightDiffOptions& opts, const std::string& base_name) {
+  if (opts.base_norms == nullptr) return std::nullopt;
+  auto it = opts.base_norms->norms.find(base_name);
+  if (it == opts.base_norms->norms.end()) return std::nullopt;
+  return it->second;
+}
+
+void remember_base_norm(const WeightDiffOptions& opts, const std::string& base_name, double norm) {
+  if (opts.base_norms != nullptr && std::isfinite(norm)) opts.base_norms->norms.emplace(base_name, norm);
 }
 
 void finish_relative(MatrixDiff& m) {
@@ -207,8 +222,10 @@ MatrixDiff compare_pair(const TensorStore& base, const Side& bs, const TensorSto
     return m;
   }
   PairStats st;
-  at::Tensor delta = delta_in_chunks(load_hf(base, bs), load_hf(ck, cs), cs.info->dtype, st);
-  m.base_norm = std::sqrt(st.base_sq);
+  const std::optional<double> cached = cached_base_norm(opts, bs.source);
+  at::Tensor delta = delta_in_chunks(load_hf(base, bs), load_hf(ck, cs), cs.info->dtype, !cached, st);
+  m.base_norm = cached ? *cached : std::sqrt(st.base_sq);
+  if (!cached) remember_base_norm(opts, bs.source, m.base_norm);
   if (st.non_finite > 0) {
     mark_non_finite(m, st.non_finite, warnings, ck.origin());
     return m;
@@ -276,7 +293,13 @@ MatrixDiff compare_lora(const TensorStore& base, const CanonicalIndex& base_idx,
     return m;
   }
   int64_t non_finite = 0;
-  m.base_norm = chunked_norm(load_hf(base, bs), non_finite);
+  // The cache spares reading the base tensor at all: an adapter's ΔW does not involve it.
+  if (auto cached = cached_base_norm(opts, bs.source)) {
+    m.base_norm = *cached;
+  } else {
+    m.base_norm = chunked_norm(load_hf(base, bs), non_finite);
+    if (non_finite == 0) remember_base_norm(opts, bs.source, m.base_norm);
+  }
   at::Tensor A = ck.tensors->load(mod.a_name).to(at::kFloat);
   at::Tensor B = ck.tensors->load(mod.b_name).to(at::kFloat);
   non_finite += count_non_finite(A) + count_non_finite(B);
@@ -289,6 +312,10 @@ MatrixDiff compare_lora(const TensorStore& base, const CanonicalIndex& base_idx,
   m.spectral_norm = est.sigma_max;
   m.spectral_rel_error = est.rel_error_bound;
   if (est.sigma_max > 0) m.stable_rank = sq(est.frobenius) / sq(est.sigma_max);
+  if (!opts.lora_max_abs) {
+    finish_relative(m);
+    return m;
+  }
   // max |ΔW| needs the entries: form B@A a block of rows at a time, never the whole matrix.
   const int64_t rows = B.size(0);
   const int64_t step = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, A.size(1)));
@@ -312,6 +339,10 @@ double rounding_noise_floor(const at::Tensor& values, DType dtype) {
 WeightDiff compute_weight_diff(const TensorStore& base, const Checkpoint& ckpt, const std::string& family,
                                const WeightDiffOptions& opts) {
   WeightDiff out;
+  if (opts.base_norms != nullptr && opts.base_norms->origin != base.origin()) {
+    opts.base_norms->norms.clear();
+    opts.base_norms->origin = base.origin();
+  }
   CanonicalIndex base_idx = index_store(base, family, nullptr, out.warnings);
   const TensorStore& ck = *ckpt.tensors;
 

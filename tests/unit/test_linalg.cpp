@@ -1,8 +1,6 @@
 // aquin::spectral_norm, lora_spectral_norm, lora_singular_values, checked against LAPACK's fp64 SVD
 // of the very values the functions read (so a bf16 input is compared with the SVD of those bf16
 // values, not of the fp32 matrix they were rounded from).
-#include "aquin/sdk/linalg.hpp"
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -13,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "aquin/sdk/linalg.hpp"
 
 namespace {
 
@@ -47,16 +47,18 @@ struct Checked {
   double rel_err = 0;  // signed: (exact − estimate) / exact, ≥ 0 up to rounding for a Ritz value
 };
 
-// Runs spectral_norm and holds it to the exact SVD: error within tolerance, error within the reported
-// bound, Frobenius exact, and the estimate never above the truth by more than rounding.
-Checked expect_matches_exact(const at::Tensor& m, double rel_tol = 1e-4, const std::string& what = "") {
+// Runs spectral_norm and holds it to the exact SVD: error within tolerance, error within the
+// reported bound, Frobenius exact, and the estimate never above the truth by more than rounding.
+Checked expect_matches_exact(const at::Tensor& m, double rel_tol = 1e-4,
+                             const std::string& what = "") {
   SCOPED_TRACE(what);
   Checked c;
   c.est = aquin::spectral_norm(m, rel_tol);
   const at::Tensor sv = aquin::singular_values_exact(m);
   c.sigma_exact = sv[0].item<double>();
   c.rel_err = (c.sigma_exact - c.est.sigma_max) / c.sigma_exact;
-  EXPECT_LE(std::fabs(c.rel_err), rel_tol) << "estimate " << c.est.sigma_max << " exact " << c.sigma_exact;
+  EXPECT_LE(std::fabs(c.rel_err), rel_tol)
+      << "estimate " << c.est.sigma_max << " exact " << c.sigma_exact;
   // The bound must be honest. 1e-12 absorbs the reference SVD's own rounding.
   EXPECT_LE(std::fabs(c.rel_err), c.est.rel_error_bound + 1e-12)
       << "bound " << c.est.rel_error_bound << " actual " << c.rel_err;
@@ -75,15 +77,19 @@ TEST(SpectralNorm, GaussianShapes) {
     int64_t rows, cols;
   };
   // Gaussian matrices have a flat Marchenko–Pastur top (neighbouring singular values ~1e-3 apart),
-  // what a full fine-tune delta looks like. 3000×64 takes the exact path, 3000×65 the iterative one.
-  const std::vector<Shape> shapes = {{512, 2048}, {2048, 512}, {3000, 64}, {3000, 65},
+  // what a full fine-tune delta looks like. 3000×64 takes the exact path, 3000×65 the iterative
+  // one.
+  const std::vector<Shape> shapes = {{512, 2048},  {2048, 512}, {3000, 64}, {3000, 65},
                                      {1000, 1000}, {130, 4000}, {300, 200}};
   uint64_t seed = 1;
   for (const Shape& s : shapes) {
     const at::Tensor m = gaussian(s.rows, s.cols, seed++);
-    const Checked c = expect_matches_exact(m, 1e-4, std::to_string(s.rows) + "x" + std::to_string(s.cols));
-    if (std::min(s.rows, s.cols) <= 64) EXPECT_EQ(c.est.iterations, 0);
-    else EXPECT_GT(c.est.iterations, 0);
+    const Checked c =
+        expect_matches_exact(m, 1e-4, std::to_string(s.rows) + "x" + std::to_string(s.cols));
+    if (std::min(s.rows, s.cols) <= 64)
+      EXPECT_EQ(c.est.iterations, 0);
+    else
+      EXPECT_GT(c.est.iterations, 0);
   }
 }
 
@@ -129,12 +135,17 @@ TEST(SpectralNorm, LowRankPlusNoise) {
   const int64_t rows = 700, cols = 1800;
   const double noise = 1e-3;
   const double edge = noise * (std::sqrt(double(rows)) + std::sqrt(double(cols)));
-  const at::Tensor spec = at::tensor(std::vector<double>{10, 8, 6, 4, 2}, at::TensorOptions().dtype(at::kDouble)) * edge;
-  const at::Tensor m = (with_spectrum(rows, cols, spec, 31) + gaussian(rows, cols, 32).to(at::kDouble) * noise).to(at::kFloat);
+  const at::Tensor spec =
+      at::tensor(std::vector<double>{10, 8, 6, 4, 2}, at::TensorOptions().dtype(at::kDouble)) *
+      edge;
+  const at::Tensor m =
+      (with_spectrum(rows, cols, spec, 31) + gaussian(rows, cols, 32).to(at::kDouble) * noise)
+          .to(at::kFloat);
   expect_matches_exact(m, 1e-4, "rank 5 + noise");
   // A signal barely above the bulk is harder: its top is only 10% above the noise edge.
   const at::Tensor weak = (with_spectrum(rows, cols, spec / 10 * 1.1, 33) +
-                           gaussian(rows, cols, 34).to(at::kDouble) * noise).to(at::kFloat);
+                           gaussian(rows, cols, 34).to(at::kDouble) * noise)
+                              .to(at::kFloat);
   expect_matches_exact(weak, 1e-4, "weak signal + noise");
 }
 
@@ -159,7 +170,8 @@ TEST(SpectralNorm, KnownSpectrum) {
 }
 
 TEST(SpectralNorm, ZeroAndEmpty) {
-  for (const at::Tensor& m : {at::zeros({300, 500}), at::zeros({0, 7}), at::zeros({20, 3}, at::kBFloat16)}) {
+  for (const at::Tensor& m :
+       {at::zeros({300, 500}), at::zeros({0, 7}), at::zeros({20, 3}, at::kBFloat16)}) {
     const aquin::SpectralEstimate e = aquin::spectral_norm(m);
     EXPECT_EQ(e.sigma_max, 0.0);
     EXPECT_EQ(e.frobenius, 0.0);
@@ -185,6 +197,14 @@ TEST(SpectralNorm, ExtremeScales) {
     const at::Tensor m = base * f;
     const Checked c = expect_matches_exact(m, 1e-4, "scale " + std::to_string(f));
     EXPECT_NEAR(c.est.sigma_max / f, ref.est.sigma_max, 1e-9 * ref.est.sigma_max);
+  }
+  // fp32 near both ends of its range: products of raw entries would overflow or underflow.
+  const at::Tensor base32 = gaussian(300, 700, 72);
+  const Checked ref32 = expect_matches_exact(base32, 1e-4, "fp32 unit");
+  for (const float f : {1e-35f, 1e35f}) {
+    const at::Tensor m = base32 * f;
+    const Checked c = expect_matches_exact(m, 1e-4, "fp32 scale " + std::to_string(f));
+    EXPECT_NEAR(c.est.sigma_max / f, ref32.est.sigma_max, 1e-4 * ref32.est.sigma_max);
   }
 }
 
@@ -231,7 +251,8 @@ TEST(SpectralNorm, StableRank) {
     // And at the default tolerance it is within twice the reported bound.
     const aquin::SpectralEstimate d = aquin::spectral_norm(m);
     const double est_d = d.frobenius * d.frobenius / (d.sigma_max * d.sigma_max);
-    EXPECT_LE(std::fabs(est_d - exact) / exact, 2.0 * d.rel_error_bound * (1 + d.rel_error_bound) + 1e-12);
+    EXPECT_LE(std::fabs(est_d - exact) / exact,
+              2.0 * d.rel_error_bound * (1 + d.rel_error_bound) + 1e-12);
   }
 }
 
@@ -241,8 +262,9 @@ TEST(SpectralNorm, RejectsBadInput) {
   EXPECT_THROW(aquin::spectral_norm(at::ones({5, 5}, at::kInt)), std::invalid_argument);
   EXPECT_THROW(aquin::spectral_norm(at::ones({5, 5}), 0.0), std::invalid_argument);
   EXPECT_THROW(aquin::spectral_norm(at::ones({5, 5}), 1e-4, 0), std::invalid_argument);
-  for (const double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
-                           -std::numeric_limits<double>::infinity()}) {
+  for (const double bad :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity()}) {
     for (const auto dt : {at::kFloat, at::kBFloat16, at::kDouble}) {
       at::Tensor m = at::ones({100, 200}, dt);
       m[37][101] = bad;
@@ -274,8 +296,8 @@ struct LoraCase {
 TEST(LoraSpectralNorm, MatchesMaterialisedDelta) {
   std::vector<LoraCase> cases;
   for (const int64_t r : {1, 4, 16}) {
-    cases.push_back({512, 768, r, 16.0 / r});              // lora_alpha / r
-    cases.push_back({768, 512, r, 16.0 / std::sqrt(r)});   // rsLoRA: lora_alpha / sqrt(r)
+    cases.push_back({512, 768, r, 16.0 / r});             // lora_alpha / r
+    cases.push_back({768, 512, r, 16.0 / std::sqrt(r)});  // rsLoRA: lora_alpha / sqrt(r)
   }
   uint64_t seed = 200;
   for (const LoraCase& lc : cases) {
@@ -330,19 +352,23 @@ TEST(LoraSpectralNorm, RankAboveSmallSideAndZeroB) {
   const at::Tensor A = at::randn({80, 50}, gen);
   const at::Tensor sv = aquin::lora_singular_values(B, A, 0.5);
   ASSERT_EQ(sv.size(0), 80);
-  const at::Tensor ref = aquin::singular_values_exact(at::mm(B.to(at::kDouble), A.to(at::kDouble)) * 0.5);
+  const at::Tensor ref =
+      aquin::singular_values_exact(at::mm(B.to(at::kDouble), A.to(at::kDouble)) * 0.5);
   EXPECT_TRUE(at::allclose(sv.narrow(0, 0, 50), ref, 0, 1e-9 * ref[0].item<double>()));
   EXPECT_EQ(sv.narrow(0, 50, 30).abs().max().item<double>(), 0.0);
 
   // PEFT initialises B to zero: a freshly created adapter is a zero delta.
-  const aquin::SpectralEstimate z = aquin::lora_spectral_norm(at::zeros({128, 8}), at::randn({8, 96}, gen), 2.0);
+  const aquin::SpectralEstimate z =
+      aquin::lora_spectral_norm(at::zeros({128, 8}), at::randn({8, 96}, gen), 2.0);
   EXPECT_EQ(z.sigma_max, 0.0);
   EXPECT_EQ(z.frobenius, 0.0);
 }
 
 TEST(LoraSpectralNorm, RejectsBadInput) {
-  EXPECT_THROW(aquin::lora_spectral_norm(at::ones({10, 4}), at::ones({5, 10}), 1.0), std::invalid_argument);
-  EXPECT_THROW(aquin::lora_singular_values(at::ones({10}), at::ones({1, 10}), 1.0), std::invalid_argument);
+  EXPECT_THROW(aquin::lora_spectral_norm(at::ones({10, 4}), at::ones({5, 10}), 1.0),
+               std::invalid_argument);
+  EXPECT_THROW(aquin::lora_singular_values(at::ones({10}), at::ones({1, 10}), 1.0),
+               std::invalid_argument);
   EXPECT_THROW(aquin::lora_spectral_norm(at::ones({10, 4}, at::kLong), at::ones({4, 10}), 1.0),
                std::invalid_argument);
   EXPECT_THROW(aquin::lora_spectral_norm(at::ones({10, 4}), at::ones({4, 10}),

@@ -240,6 +240,8 @@ TEST(Checkpoint, StepFromName) {
   EXPECT_EQ(step_from_name("/x/checkpoint-500"), 500);
   EXPECT_EQ(step_from_name("/x/run3_step_1200.pt"), 1200);
   EXPECT_FALSE(step_from_name("/x/final.pt"));
+  EXPECT_EQ(step_from_name("/x/llama3-8b-step700-v2.pt"), 700);
+  EXPECT_EQ(step_from_name("/x/run-0450.pt"), 450);
 }
 
 TEST(Checkpoint, MissingPathNamesIt) {

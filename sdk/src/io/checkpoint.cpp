@@ -214,8 +214,15 @@ void set_step_fallbacks(Checkpoint& ck) {
 std::optional<int64_t> step_from_name(const fs::path& path) {
   std::string name = path.filename().string();
   if (name.empty()) name = path.parent_path().filename().string();
-  static const std::regex digits(R"((\d+))");
+  // A number after a step-like word wins ("checkpoint-500", "step_1200", "global_step300");
+  // otherwise the last run of digits ("run3-0450.pt" -> 450).
+  static const std::regex tagged(R"((?:checkpoint|ckpt|step|iter|iteration|epoch)[-_]?(\d{1,18}))", std::regex::icase);
+  std::smatch m;
   std::optional<int64_t> last;
+  for (auto it = std::sregex_iterator(name.begin(), name.end(), tagged); it != std::sregex_iterator(); ++it)
+    last = std::stoll((*it)[1].str());
+  if (last) return last;
+  static const std::regex digits(R"((\d+))");
   for (auto it = std::sregex_iterator(name.begin(), name.end(), digits); it != std::sregex_iterator(); ++it) {
     const std::string s = (*it)[1].str();
     if (s.size() <= 18) last = std::stoll(s);

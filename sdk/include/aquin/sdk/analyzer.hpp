@@ -14,6 +14,7 @@
 
 #include <boost/config.hpp>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,19 @@ struct CommandSpec {
   bool needs_base_model = true;  ///< the host resolves the session's base model before run()
 };
 
+struct Checkpoint;
+class LoadedModel;
+
+/// How an analyzer runs models: the host routes the request to the model-adapter plugin that
+/// claimed the session's base model. Analyzers never see which plugin or file format is behind it.
+class BOOST_SYMBOL_VISIBLE ModelLoader {
+ public:
+  virtual ~ModelLoader() = default;
+  /// The base model with `overlay` (a merged checkpoint or LoRA adapter; null for the base alone)
+  /// laid over it. Throws InputError when the adapter cannot load it.
+  virtual std::unique_ptr<LoadedModel> load(const Checkpoint* overlay) const = 0;
+};
+
 /// Everything the host resolved for a run.
 struct RunContext {
   std::string command;                 ///< e.g. "weight-diff"
@@ -34,6 +48,7 @@ struct RunContext {
   std::string session_id;              ///< "" when no session is in use
   std::filesystem::path session_dir;   ///< $AQUIN_HOME/sessions/<id> ("" without a session)
   int threads = 1;                     ///< compute threads the host configured
+  const ModelLoader* models = nullptr; ///< set when the command needs the base model
 };
 
 /// The boundary object. Implemented by the AQUIN_ANALYZER_PLUGIN shim, called by the host.

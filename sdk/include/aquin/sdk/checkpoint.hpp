@@ -46,8 +46,8 @@ BOOST_SYMBOL_VISIBLE Checkpoint open_checkpoint(const std::filesystem::path& pat
 /// a single weights file.
 BOOST_SYMBOL_VISIBLE std::unique_ptr<TensorStore> open_model_weights(const std::filesystem::path& path);
 
-/// The step number in a name like "checkpoint-500", "step_1200.pt", "ckpt-0300": the last run of
-/// digits in the file (or folder) name. nullopt when there is none.
+/// The step number in a file or folder name: the number after a step-like word ("checkpoint-500",
+/// "step_1200.pt", "ckpt-0300", "epoch3"), else the last run of digits. nullopt when there is none.
 BOOST_SYMBOL_VISIBLE std::optional<int64_t> step_from_name(const std::filesystem::path& path);
 
 }  // namespace aquin

@@ -27,40 +27,52 @@ struct SpectralEstimate {
   /// ‖m‖_F, accumulated in fp64 over the exact stored values.
   double frobenius = 0.0;
   /// Bound on the relative error of sigma_max: the true σ_max lies in
-  /// [sigma_max, sigma_max · (1 + rel_error_bound)]. It comes from Ritz residuals measured with fp64
-  /// products (see spectral_norm for the one assumption it rests on). Exact paths report a rounding
-  /// bound (~1e-13 or less). 0 for the zero matrix.
+  /// [sigma_max, sigma_max · (1 + rel_error_bound)]. It comes from Ritz residuals measured with
+  /// fp64 products (see spectral_norm for the one assumption it rests on). Exact paths report a
+  /// rounding bound (1e-9 or less). 0 for the zero matrix.
   double rel_error_bound = 0.0;
-  /// Block Krylov iterations spent (one iteration = one product of the Gram operator with a block of
-  /// vectors); 0 when an exact decomposition answered.
+  /// Block Krylov iterations spent (one iteration = one product of the Gram operator with a block
+  /// of vectors); 0 when an exact decomposition answered.
   int iterations = 0;
 };
 
 /// σ_max and ‖m‖_F of a 2-D floating tensor `m` (shape [rows, cols]).
 ///
-/// Small problems (min(rows, cols) ≤ 64) are answered by an fp64 SVD. Larger ones use a thick-restarted
-/// block Lanczos method (block of 16 Gaussian vectors from a fixed seed, full reorthogonalisation,
-/// Rayleigh–Ritz in fp64) on the Gram operator of the smaller side, applied as two fp32 GEMMs per
-/// iteration (m·Z, then mᵀ·(m·Z)) and never formed, so a 128256×2048 embedding delta costs two skinny
-/// GEMMs per iteration and O(min side × 256) fp64 workspace.
+/// Small problems (min(rows, cols) ≤ 64) are answered exactly: the fp64 Gram matrix of the short
+/// side (at most 64×64) is formed in one pass and its top eigenvalue is σ_max². Larger ones use a
+/// thick-restarted block Lanczos method (16 Gaussian start vectors from a fixed seed, full
+/// reorthogonalisation, Rayleigh–Ritz in fp64, at most 160 basis vectors) on the Gram operator of
+/// the smaller side, applied as two fp32 GEMMs per iteration (m·Z, then mᵀ·(m·Z)) and never formed:
+/// a 128256×2048 embedding delta costs two skinny GEMMs per iteration and 2 · 2048 · 160 doubles of
+/// workspace. An fp32 input is used in place; other dtypes get one fp32 copy (converted slice by
+/// slice on every product instead when that copy would exceed 1 GiB).
 ///
-/// Stopping rule: after every iteration the top Ritz pairs give a residual bound on the error of the
-/// top eigenvalue of the Gram operator: the smaller of the first-order bound ‖r₁‖ and the
-/// second-order bound for a cluster of the p leading Ritz values, ‖R_p‖² / gap (Li & Li 2005 form), with
-/// the gap to the rest of the spectrum taken from the (p+1)-th Ritz value plus its own residual.
-/// Once that bound is below `rel_tol`, the leading Ritz vectors are re-checked with fp64 products:
-/// Rayleigh–Ritz is redone on them and the bound recomputed, so the reported bound is not polluted
-/// by fp32 rounding. If the check misses `rel_tol` the iteration resumes with a tighter internal target.
+/// Stopping rule: after every iteration the leading Ritz pairs give a residual bound on the error
+/// of the top eigenvalue of the Gram operator: the smaller of the first-order bound ‖r₁‖ and a
+/// second-order bound for the cluster of the p leading Ritz values (the largest eigenvalue of the
+/// Ritz values bordered by their residual coupling and by an estimate of the rest of the spectrum
+/// built from the (p+1)-th Ritz value, its residual and a Davis–Kahan term). Once that bound is
+/// below `rel_tol`, the leading Ritz vectors are re-checked with fp64 products over the exact
+/// stored values: Rayleigh–Ritz is redone on them and the bound recomputed, so neither the reported
+/// value nor the bound owes anything to fp32 rounding. If the check misses `rel_tol` the iteration
+/// resumes with a tighter internal target.
 ///
-/// What the bound assumes: like every a-posteriori bound for an extreme eigenvalue, it presumes the
-/// Krylov space has not entirely missed a singular direction larger than the ones it found. Starting
-/// from a 16-column Gaussian block, missing it needs all 16 starting vectors to be nearly orthogonal
-/// to that direction at once; this happens with probability zero in exact arithmetic and is not
-/// expected in practice, but it cannot be certified from inside the iteration.
+/// What the bound assumes: like every a-posteriori bound for an extreme eigenvalue, it presumes
+/// that the eigenvalue a converged Ritz value has found is the one of the same rank, i.e. that the
+/// Krylov space has not entirely missed a larger singular direction. From a 16-column Gaussian
+/// start that needs all 16 start vectors to be nearly orthogonal to it at once: probability zero in
+/// exact arithmetic and not expected in practice, but not certifiable from inside the iteration.
+/// When `max_iter` stops the iteration before the residual bound reaches `rel_tol`, a residual
+/// bound is not trustworthy, so the reported bound is the larger of it and a convergence-free bound
+/// that holds with probability ≥ 1 − 1e-10 over the random start (from the Krylov space's power
+/// iterates); it is loose (tens of percent or more) but honest.
 ///
-/// `rel_tol` below ~1e-5 switches the products to fp64 (fp32 cannot make residuals that small).
-/// `max_iter` caps the block iterations; when it is reached the current estimate is returned with its
-/// (larger than `rel_tol`) verified bound, so callers should look at `rel_error_bound`.
+/// The relative error of the stable rank ‖m‖_F² / σ_max² is about twice that of σ_max; ask for half
+/// the tolerance wanted on the stable rank.
+///
+/// `rel_tol` below 1e-5 switches the products to fp64 (fp32 cannot make residuals that small).
+/// `max_iter` caps the block iterations (a flat 2048×8192 Gaussian spectrum, the hardest common
+/// case, certifies 1e-4 in about 18); check `rel_error_bound` when it may have been reached.
 /// The zero matrix (or an empty one) gives sigma_max = frobenius = 0, bound 0; its stable rank is
 /// undefined and is the caller's to report.
 /// Throws std::invalid_argument (not 2-D, not floating, rel_tol ≤ 0 or max_iter < 1) and
@@ -70,18 +82,19 @@ BOOST_SYMBOL_VISIBLE SpectralEstimate spectral_norm(const at::Tensor& m, double 
 
 /// All singular values of ΔW = scale · B @ A, in fp64, descending, shape [r] (r = B.size(1)).
 ///
-/// `B` is [out, r] and `A` is [r, in], any floating dtypes. Exact, from the r×r problem: with reduced
-/// QRs B = Q_B R_B and Aᵀ = Q_A R_A (fp64), ΔW = scale · Q_B (R_B R_Aᵀ) Q_Aᵀ, so the singular values
-/// of ΔW are |scale| times those of the r×r matrix R_B R_Aᵀ. ΔW ([out, in]) is never formed.
-/// When r exceeds out or in, the trailing values (which are exactly zero) are zero-filled.
-/// Throws std::invalid_argument on shapes that do not chain (B.size(1) != A.size(0)) or
-/// non-floating inputs, std::domain_error on NaN/Inf in B, A or scale.
+/// `B` is [out, r] and `A` is [r, in], any floating dtypes. Exact, from the r×r problem: with
+/// reduced QRs B = Q_B R_B and Aᵀ = Q_A R_A (fp64), ΔW = scale · Q_B (R_B R_Aᵀ) Q_Aᵀ, so the
+/// singular values of ΔW are |scale| times those of the r×r matrix R_B R_Aᵀ. ΔW ([out, in]) is
+/// never formed. When r exceeds out or in, the trailing values (which are exactly zero) are
+/// zero-filled. Throws std::invalid_argument on shapes that do not chain (B.size(1) != A.size(0))
+/// or non-floating inputs, std::domain_error on NaN/Inf in B, A or scale.
 BOOST_SYMBOL_VISIBLE at::Tensor lora_singular_values(const at::Tensor& B, const at::Tensor& A,
                                                      double scale);
 
-/// σ_max and ‖·‖_F of ΔW = scale · B @ A, exactly (from lora_singular_values: σ_max is the first
-/// value, ‖ΔW‖_F² is the sum of their squares). `iterations` is 0 and `rel_error_bound` is a
-/// rounding bound. Same requirements and exceptions as lora_singular_values.
+/// σ_max and ‖·‖_F of ΔW = scale · B @ A, exactly, from the same r×r core as lora_singular_values:
+/// σ_max = |scale| · σ_max(R_B R_Aᵀ) and ‖ΔW‖_F = |scale| · ‖R_B R_Aᵀ‖_F. `iterations` is 0 and
+/// `rel_error_bound` is a rounding bound (tiny unless B @ A nearly cancels). Same requirements and
+/// exceptions as lora_singular_values.
 BOOST_SYMBOL_VISIBLE SpectralEstimate lora_spectral_norm(const at::Tensor& B, const at::Tensor& A,
                                                          double scale);
 

@@ -4,13 +4,17 @@
 // A plugin author writes a class with
 //     bool claims(const rapidjson::Document& config) const;
 //     ModelInfo describe(const rapidjson::Document& config) const;   // may throw InputError
+//     std::vector<std::string> supported() const;
+//     std::unique_ptr<LoadedModel> load(const ModelInfo& base, const Checkpoint* overlay) const;
 // and registers it with AQUIN_MODEL_ADAPTER_PLUGIN (plugin.hpp).
 #pragma once
 
 #include <aquin/sdk/model_info.hpp>
+#include <aquin/sdk/model_runtime.hpp>
 #include <aquin/sdk/status.hpp>
 
 #include <boost/config.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +29,10 @@ class BOOST_SYMBOL_VISIBLE ModelAdapterApi {
   virtual Status describe(const std::string& config_json, ModelInfo& out) noexcept = 0;
   /// The model_type values this adapter supports, for error messages.
   virtual Status supported(std::vector<std::string>& out) noexcept = 0;
+  /// Loads the model described by `base` (base.path holds config.json and the weights), with
+  /// `overlay` (a merged checkpoint or a LoRA adapter; may be null) applied. The weights stay
+  /// memory-mapped where they can.
+  virtual Status load(const ModelInfo& base, const Checkpoint* overlay, std::unique_ptr<LoadedModel>& out) noexcept = 0;
 };
 
 }  // namespace aquin

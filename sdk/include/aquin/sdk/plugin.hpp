@@ -99,6 +99,9 @@ class ModelAdapterShim final : public ModelAdapterApi {
   Status supported(std::vector<std::string>& out) noexcept override {
     return guarded([&] { out = impl_.supported(); });
   }
+  Status load(const ModelInfo& base, const Checkpoint* overlay, std::unique_ptr<LoadedModel>& out) noexcept override {
+    return guarded([&] { out = impl_.load(base, overlay); });
+  }
 
  private:
   static rapidjson::Document parse(const std::string& text) {
@@ -149,11 +152,14 @@ struct is_model_adapter : std::false_type {};
 template <class T>
 struct is_model_adapter<T, std::void_t<decltype(std::declval<const T&>().claims(std::declval<const rapidjson::Document&>())),
                                        decltype(std::declval<const T&>().describe(std::declval<const rapidjson::Document&>())),
-                                       decltype(std::declval<const T&>().supported())>>
+                                       decltype(std::declval<const T&>().supported()),
+                                       decltype(std::declval<const T&>().load(std::declval<const ModelInfo&>(), std::declval<const Checkpoint*>()))>>
     : std::bool_constant<
           std::is_same_v<decltype(std::declval<const T&>().claims(std::declval<const rapidjson::Document&>())), bool> &&
           std::is_same_v<decltype(std::declval<const T&>().describe(std::declval<const rapidjson::Document&>())), ModelInfo> &&
-          std::is_same_v<decltype(std::declval<const T&>().supported()), std::vector<std::string>>> {};
+          std::is_same_v<decltype(std::declval<const T&>().supported()), std::vector<std::string>> &&
+          std::is_same_v<decltype(std::declval<const T&>().load(std::declval<const ModelInfo&>(), std::declval<const Checkpoint*>())),
+                         std::unique_ptr<LoadedModel>>> {};
 
 }  // namespace aquin::detail
 
@@ -180,7 +186,8 @@ struct is_model_adapter<T, std::void_t<decltype(std::declval<const T&>().claims(
 #define AQUIN_MODEL_ADAPTER_PLUGIN(Impl, NAME, VERSION, SUMMARY)                                 \
   static_assert(::aquin::detail::is_model_adapter<Impl>::value,                                 \
                 #Impl " must have `bool claims(const rapidjson::Document&) const`, "            \
-                      "`ModelInfo describe(const rapidjson::Document&) const` and "             \
-                      "`std::vector<std::string> supported() const`");                          \
+                      "`ModelInfo describe(const rapidjson::Document&) const`, "                \
+                      "`std::vector<std::string> supported() const` and "                       \
+                      "`std::unique_ptr<LoadedModel> load(const ModelInfo&, const Checkpoint*) const`"); \
   AQUIN_DEFINE_PLUGIN_ENTRY_(AQUIN_PLUGIN_MODEL_ADAPTER, ::aquin::ModelAdapterApi,               \
                              ::aquin::detail::ModelAdapterShim<Impl>, NAME, VERSION, SUMMARY)

@@ -45,11 +45,26 @@ struct MatrixDiff {
   double lora_scale = kNaN;
 };
 
+/// ‖W_base‖_F by the base store's own tensor names, kept by a caller that compares several
+/// checkpoints with one base (trajectory-analysis), so that each base norm is computed once.
+/// compute_weight_diff fills it on first use and reads it afterwards; only finite norms are kept
+/// (a base tensor with NaN/Inf is re-examined and reported every time). One cache serves one base
+/// store: `origin` records which, and a cache met with another store is cleared before use.
+struct BaseNormCache {
+  std::string origin;                   ///< TensorStore::origin() of the base the norms belong to
+  std::map<std::string, double> norms;  ///< base tensor name -> ‖W_base‖_F
+};
+
 struct WeightDiffOptions {
   double spectral_rel_tol = 1e-4;  ///< tolerance of the iterative spectral norm
   bool spectra = true;             ///< compute spectral norms and stable ranks
+  /// Compute max |ΔW_ij| of LoRA modules, which forms B@A a block of rows at a time: the one
+  /// O(out·in) step of an adapter's comparison. Off, their max_abs_delta stays NaN.
+  bool lora_max_abs = true;
   /// Called after each tensor with (done, total, param); may be empty.
   std::function<void(std::size_t, std::size_t, const std::string&)> progress;
+  /// Optional, owned by the caller: see BaseNormCache. Null: every base norm is computed.
+  BaseNormCache* base_norms = nullptr;
 };
 
 struct WeightDiff {

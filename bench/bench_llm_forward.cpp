@@ -1,0 +1,350 @@
+// The llm adapter's forward pass on a generated model with Llama-3.2-1B shapes (16 layers,
+// d_model 2048, 32/8 heads, MLP 8192, vocab 128256, tied, random bf16 weights):
+//   - tokens/s of a batch of 8 prompts x 64 tokens (fp32 compute, logits) against the same forward
+//     in PyTorch eager (bench/reference_llm_forward.py, fp32 copies of the weights) in this run;
+//   - achieved FLOP/s as a fraction of this machine's fp32 GEMM FLOP/s (a large at::mm, measured here);
+//   - the cost of capturing blocks.8.hook_resid_post against a full forward;
+//   - peak RSS of a forward with a LoRA adapter (r 16 on every linear) against the base alone,
+//     each in a child process (wait4's ru_maxrss).
+//
+//   bench_llm_forward [--layers 16] [--dir DIR] [--repeats 3] [--no-reference]
+//   bench_llm_forward --child MODEL_DIR [ADAPTER_DIR]     (one forward; used for the RSS figures)
+#include "models.hpp"
+#include "registry.hpp"
+
+#include <aquin/sdk/atomic_file.hpp>
+#include <aquin/sdk/checkpoint.hpp>
+#include <aquin/sdk/errors.hpp>
+#include <aquin/sdk/json.hpp>
+#include <aquin/sdk/model_runtime.hpp>
+#include <aquin/sdk/safetensors.hpp>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+namespace fs = std::filesystem;
+using namespace aquin;
+
+namespace {
+
+struct Shape {
+  int layers = 16;
+  int64_t d = 2048, heads = 32, kv_heads = 8, mlp = 8192, vocab = 128256;
+  int64_t head_dim() const { return d / heads; }
+};
+
+constexpr int64_t kBatch = 8, kTokens = 64;
+
+std::string config_json(const Shape& s) {
+  return "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": " + std::to_string(s.d) +
+         ", \"intermediate_size\": " + std::to_string(s.mlp) + ", \"num_attention_heads\": " + std::to_string(s.heads) +
+         ", \"num_key_value_heads\": " + std::to_string(s.kv_heads) + ", \"num_hidden_layers\": " + std::to_string(s.layers) +
+         ", \"vocab_size\": " + std::to_string(s.vocab) +
+         ", \"max_position_embeddings\": 131072, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
+         "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+         "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}, "
+         "\"hidden_act\": \"silu\", \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
+}
+
+// Random bf16 weights with Llama-like scales, one tensor at a time into the list.
+void generate_base(const fs::path& dir, const Shape& s) {
+  if (fs::exists(dir / "model.safetensors")) return;
+  std::cout << "generating a " << s.layers << "-layer Llama-3.2-1B-shaped model in " << dir << " ..." << std::endl;
+  at::manual_seed(0);
+  std::vector<std::pair<std::string, at::Tensor>> t;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, double scale, double offset = 0) {
+    t.emplace_back(name, (at::randn(shape) * scale + offset).to(at::kBFloat16));
+  };
+  const int64_t kv = s.kv_heads * s.head_dim();
+  add("model.embed_tokens.weight", {s.vocab, s.d}, 0.02);
+  for (int l = 0; l < s.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {s.d}, 0.05, 1.0);
+    add(p + "self_attn.q_proj.weight", {s.d, s.d}, 0.02);
+    add(p + "self_attn.k_proj.weight", {kv, s.d}, 0.02);
+    add(p + "self_attn.v_proj.weight", {kv, s.d}, 0.02);
+    add(p + "self_attn.o_proj.weight", {s.d, s.d}, 0.02);
+    add(p + "post_attention_layernorm.weight", {s.d}, 0.05, 1.0);
+    add(p + "mlp.gate_proj.weight", {s.mlp, s.d}, 0.02);
+    add(p + "mlp.up_proj.weight", {s.mlp, s.d}, 0.02);
+    add(p + "mlp.down_proj.weight", {s.d, s.mlp}, 0.02);
+  }
+  add("model.norm.weight", {s.d}, 0.05, 1.0);
+  fs::create_directories(dir);
+  write_file_atomic(dir / "config.json", config_json(s));
+  write_safetensors(dir / "model.safetensors", t, {{"format", "pt"}});
+}
+
+// A PEFT adapter: r 16, alpha 32 on every linear of every block (fp32 factors, ~40 MB).
+void generate_lora(const fs::path& dir, const Shape& s) {
+  if (fs::exists(dir / "adapter_model.safetensors")) return;
+  at::manual_seed(1);
+  const int64_t r = 16, kv = s.kv_heads * s.head_dim();
+  std::vector<std::pair<std::string, at::Tensor>> t;
+  for (int l = 0; l < s.layers; ++l) {
+    const std::string p = "base_model.model.model.layers." + std::to_string(l) + ".";
+    const std::vector<std::tuple<std::string, int64_t, int64_t>> mods = {
+        {"self_attn.q_proj", s.d, s.d}, {"self_attn.k_proj", kv, s.d},   {"self_attn.v_proj", kv, s.d},
+        {"self_attn.o_proj", s.d, s.d}, {"mlp.gate_proj", s.mlp, s.d}, {"mlp.up_proj", s.mlp, s.d},
+        {"mlp.down_proj", s.d, s.mlp}};
+    for (const auto& [m, out, in] : mods) {
+      t.emplace_back(p + m + ".lora_A.weight", at::randn({r, in}) / std::sqrt(static_cast<double>(in)));
+      t.emplace_back(p + m + ".lora_B.weight", at::randn({out, r}) * 0.01);
+    }
+  }
+  fs::create_directories(dir);
+  write_file_atomic(dir / "adapter_config.json",
+                    "{\"peft_type\": \"LORA\", \"r\": 16, \"lora_alpha\": 32, \"target_modules\": [\"q_proj\", \"k_proj\", "
+                    "\"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"], \"bias\": \"none\"}\n");
+  write_safetensors(dir / "adapter_model.safetensors", t);
+}
+
+// Loads `dir` (with an optional overlay) through the adapter plugin that claims it, as the host does.
+std::unique_ptr<LoadedModel> load_model(const fs::path& dir, const Checkpoint* overlay) {
+  static host::PluginRegistry* reg = [] {
+    auto* r = new host::PluginRegistry();  // plugins are never unloaded
+    r->discover(host::plugin_search_path({}));
+    return r;
+  }();
+  const ModelInfo info = host::describe_model(dir.string(), dir, *reg, {});
+  for (const host::PluginEntry* a : reg->adapters()) {
+    if (a->name != info.adapter) continue;
+    std::unique_ptr<LoadedModel> out;
+    Status st = a->adapter->load(info, overlay, out);
+    if (!st.ok()) throw InputError(st.message);
+    return out;
+  }
+  throw InputError(dir.string(), "no adapter plugin claims it");
+}
+
+struct Timed {
+  double best = 1e30;
+  std::vector<double> all;
+};
+
+// One forward; returns seconds. Fails loudly on a bad status.
+double timed_forward(LoadedModel& m, const ForwardRequest& req, at::Tensor* logits_out = nullptr,
+                     std::map<std::string, at::Tensor>* hooks_out = nullptr) {
+  at::Tensor logits;
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = m.forward(req, [&](const std::string& h, const at::Tensor& t) {
+    if (hooks_out) (*hooks_out)[h] = t;
+  }, logits);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!st.ok()) throw std::runtime_error("forward failed: " + st.message);
+  if (logits_out) *logits_out = logits;
+  return s;
+}
+
+Timed repeat(int n, const std::function<double()>& f) {
+  Timed t;
+  for (int i = 0; i < n; ++i) {
+    t.all.push_back(f());
+    t.best = std::min(t.best, t.all.back());
+  }
+  return t;
+}
+
+// Best fp32 GEMM rate of this machine: the forward's own products (x @ Wᵀ for 512 tokens against
+// the fused gate/up, down and q/k/v shapes) and a large square one, best of several runs each.
+double gemm_flops() {
+  double best = 0;
+  const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes = {{512, 2048, 16384}, {512, 8192, 2048}, {512, 2048, 3072}, {4096, 4096, 4096}};
+  for (auto [m, k, n] : shapes) {
+    at::Tensor a = at::randn({m, k}), w = at::randn({n, k});
+    at::Tensor c = at::mm(a, w.t());
+    for (int i = 0; i < 4; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      at::mm_out(c, a, w.t());
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, 2.0 * m * k * n / s);
+    }
+  }
+  return best;
+}
+
+// FLOPs of one forward: every linear (2·tokens·in·out), the attention products at full T×T
+// (what the kernels compute; the causal half is masked, not skipped), and the logits.
+double forward_flops(const Shape& s, int64_t layers, bool logits) {
+  const double tok = static_cast<double>(kBatch * kTokens);
+  const double kv = static_cast<double>(s.kv_heads * s.head_dim());
+  const double linear = s.d * s.d * 2.0 + 2.0 * kv * s.d + 3.0 * s.mlp * s.d;
+  const double attn = 2.0 * 2.0 * kBatch * s.heads * kTokens * kTokens * s.head_dim();
+  double f = layers * (2.0 * tok * linear + attn);
+  if (logits) f += 2.0 * tok * s.d * s.vocab;
+  return f;
+}
+
+struct Measured {
+  double seconds = 0;
+  double peak_rss_mb = 0;
+  int code = -1;
+};
+
+// Runs a shell command in a child, returning wall time and the child's peak RSS.
+Measured measure(const std::string& cmd) {
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  wait4(pid, &status, 0, &ru);
+  Measured m;
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.peak_rss_mb = ru.ru_maxrss / 1024.0;
+  m.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return m;
+}
+
+ForwardRequest full_request(const at::Tensor& ids) {
+  ForwardRequest req;
+  req.input_ids = ids;
+  req.attention_mask = at::ones_like(ids);
+  req.logits = true;
+  return req;
+}
+
+at::Tensor bench_ids(const Shape& s) {
+  at::manual_seed(42);
+  return at::randint(1, s.vocab, {kBatch, kTokens}, at::TensorOptions().dtype(at::kLong));
+}
+
+// Child mode: load (with an optional adapter), run one full forward, exit.
+int child(const fs::path& model, const std::optional<fs::path>& adapter) {
+  Shape s;
+  std::optional<Checkpoint> ck;
+  if (adapter) ck.emplace(open_checkpoint(*adapter));
+  auto m = load_model(model, ck ? &*ck : nullptr);
+  timed_forward(*m, full_request(bench_ids(s)));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Shape s;
+  fs::path dir = fs::temp_directory_path() / "aquin-bench-llm-forward";
+  bool reference = true, custom_dir = false;
+  int repeats = 3;
+  at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
+  try {
+    if (argc >= 3 && std::string(argv[1]) == "--child")
+      return child(argv[2], argc >= 4 ? std::optional<fs::path>(argv[3]) : std::nullopt);
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a == "--layers" && i + 1 < argc) s.layers = std::atoi(argv[++i]);
+      else if (a == "--dir" && i + 1 < argc) dir = argv[++i], custom_dir = true;
+      else if (a == "--repeats" && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
+      else if (a == "--no-reference") reference = false;
+      else {
+        std::cerr << "usage: bench_llm_forward [--layers N] [--dir DIR] [--repeats N] [--no-reference]\n";
+        return 1;
+      }
+    }
+    const int threads = at::get_num_threads();
+    dir /= "L" + std::to_string(s.layers);
+    // bench_weight_diff's base has the same shapes (random bf16, tied); reuse it rather than
+    // writing another 2.5 GB when it is there.
+    fs::path base = fs::temp_directory_path() / "aquin-bench-weight-diff" / ("L" + std::to_string(s.layers)) / "base";
+    if (custom_dir || !fs::exists(base / "model.safetensors")) {
+      base = dir / "base";
+      generate_base(base, s);
+    }
+    const fs::path lora = dir / "lora";
+    generate_lora(lora, s);
+    std::system(("cat '" + (base / "model.safetensors").string() + "' > /dev/null").c_str());  // warm page cache
+    std::printf("model: %s (%d layers, bf16 weights), batch %lld x %lld tokens, %d threads\n", base.c_str(), s.layers,
+                static_cast<long long>(kBatch), static_cast<long long>(kTokens), threads);
+
+    double peak = gemm_flops();
+
+    auto model = load_model(base, nullptr);
+    const at::Tensor ids = bench_ids(s);
+    const ForwardRequest full = full_request(ids);
+    ForwardRequest layer8;
+    layer8.input_ids = ids;
+    layer8.attention_mask = full.attention_mask;
+    layer8.hooks = {"blocks." + std::to_string(s.layers / 2) + ".hook_resid_post"};
+
+    at::Tensor logits;
+    std::map<std::string, at::Tensor> last_hook;
+    ForwardRequest with_last = full;
+    with_last.hooks = {"blocks." + std::to_string(s.layers - 1) + ".hook_resid_post"};
+    timed_forward(*model, with_last, &logits, &last_hook);  // warm-up, and the outputs to compare
+    Timed fwd = repeat(repeats, [&] { return timed_forward(*model, full); });
+    Timed l8 = repeat(repeats, [&] { return timed_forward(*model, layer8); });
+    const double tokens = static_cast<double>(kBatch * kTokens);
+    const double flops = forward_flops(s, s.layers, true);
+    // The machine's load changes by the minute: the peak is the best of a measurement before and after.
+    peak = std::max(peak, gemm_flops());
+    std::printf("fp32 GEMM peak (at::mm, x @ Wt at the forward's shapes and 4096^3, best of before/after): %.1f GFLOP/s\n",
+                peak / 1e9);
+    std::printf("aquin forward (fp32, logits):    best %.2f s  %.0f tokens/s  %.1f GFLOP/s = %.0f%% of GEMM peak (target >= 50%%)\n",
+                fwd.best, tokens / fwd.best, flops / fwd.best / 1e9, 100.0 * flops / fwd.best / peak);
+    std::printf("capture blocks.%d.hook_resid_post: best %.2f s = %.0f%% of a full forward (target <= 60%%)\n", s.layers / 2,
+                l8.best, 100.0 * l8.best / fwd.best);
+
+    if (reference) {
+      const fs::path ids_file = dir / "ids.safetensors", ref_out = dir / "reference_out.safetensors", ref_json = dir / "reference.json";
+      write_safetensors(ids_file, {{"input_ids", ids}});
+      Measured py = measure("/usr/bin/python3 " + std::string(AQUIN_BENCH_LLM_REFERENCE) + " '" + base.string() + "' '" +
+                            ids_file.string() + "' '" + ref_out.string() + "' --threads " + std::to_string(threads) +
+                            " --repeats " + std::to_string(repeats) + " > '" + ref_json.string() + "'");
+      if (py.code != 0) throw std::runtime_error("reference failed (exit " + std::to_string(py.code) + ")");
+      auto r = json::parse(read_text_file(ref_json), ref_json.string());
+      const double py_best = r["best_s"].GetDouble();
+      // A second round of ours after the reference, so both saw the same machine load.
+      Timed again = repeat(repeats, [&] { return timed_forward(*model, full); });
+      const double ours = std::min(fwd.best, again.best);
+      std::printf("PyTorch eager (fp32 weights):    best %.2f s  %.0f tokens/s  (load %.1f s, peak RSS %.0f MB)\n", py_best,
+                  tokens / py_best, r["load_s"].GetDouble(), py.peak_rss_mb);
+      std::printf("aquin / PyTorch tokens/s:        %.2fx (target >= 1.0x; aquin best of %d runs in two rounds: %.2f s)\n",
+                  py_best / ours, 2 * repeats, ours);
+      auto ref = open_safetensors(ref_out);
+      at::Tensor ref_logits = ref->load("last_logits"), ref_post = ref->load("last_resid_post");
+      at::Tensor our_logits = logits.select(1, kTokens - 1);
+      at::Tensor our_post = last_hook.begin()->second.select(1, kTokens - 1);
+      auto rel = [](const at::Tensor& a, const at::Tensor& b) {
+        return ((a.to(at::kDouble) - b.to(at::kDouble)).abs().max() / b.to(at::kDouble).abs().max()).item<double>();
+      };
+      std::printf("agreement at the last token:     logits %.1e, last resid_post %.1e (max |diff| / max |ref|)\n",
+                  rel(our_logits, ref_logits), rel(our_post, ref_post));
+    }
+    model.reset();
+
+    // Peak RSS of one load + forward, base alone vs with the LoRA adapter, each in a fresh process.
+    const std::string self = fs::canonical("/proc/self/exe").string();
+    Measured rb = measure("'" + self + "' --child '" + base.string() + "'");
+    Measured rl = measure("'" + self + "' --child '" + base.string() + "' '" + lora.string() + "'");
+    if (rb.code != 0 || rl.code != 0) throw std::runtime_error("child forward failed");
+    std::printf("peak RSS, load + one forward:    base %.0f MB, with LoRA r16 on every linear %.0f MB = %.2fx (target <= 1.2x)\n",
+                rb.peak_rss_mb, rl.peak_rss_mb, rl.peak_rss_mb / rb.peak_rss_mb);
+  } catch (const std::exception& e) {
+    std::cerr << "bench_llm_forward: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,100 @@
+// The weights a forward pass runs on (DESIGN.md §4, §7): the base model's memory-mapped tensors,
+// addressed by canonical name, with a checkpoint laid over them. A merged checkpoint's tensors
+// replace the base's; a LoRA adapter's factors are kept beside the weight they adapt and applied
+// inside the linear layer, so a LoRA model never holds a second copy of any weight.
+//
+// Memory behaviour: nothing is read at load time except LoRA factors (small). A forward asks for
+// one weight at a time; the tensor it gets aliases the file's memory map, and when that alias
+// dies its pages leave the process's resident set (the SDK's mapping deleter drops them; they stay
+// in the page cache). So a forward holds roughly one weight resident, plus one conversion buffer.
+#pragma once
+
+#include <aquin/sdk/checkpoint.hpp>
+#include <aquin/sdk/names.hpp>
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace aquin::llm {
+
+/// Where one canonical parameter's values live.
+struct ParamSource {
+  const TensorStore* store = nullptr;
+  std::string key;                 ///< the name in `store`
+  SourceLayout layout = SourceLayout::HF;
+  std::vector<int64_t> shape;      ///< in Hugging Face layout
+  DType dtype = DType::F32;        ///< storage dtype
+  std::string origin;              ///< the store's file, for messages
+  bool defined() const { return store != nullptr; }
+  /// The tensor in HF layout and storage dtype. Usually a view of the memory map (read-only);
+  /// a TransformerLens tensor whose layout needs a copy is copied.
+  at::Tensor load() const;
+};
+
+/// A LoRA update kept factored: ΔW = scale · B @ A for a linear weight [out, in]; for the
+/// embedding table ΔE = scale · (B @ A)ᵀ [vocab, d]. Factors are fp32 copies owned here.
+struct LoraFactors {
+  at::Tensor a;  ///< [r, in]  (embedding: [r, vocab])
+  at::Tensor b;  ///< [out, r] (embedding: [d, r])
+  double scale = 0.0;
+};
+
+/// What the model expects of one parameter.
+struct ExpectedParam {
+  std::string name;             ///< canonical, e.g. "blocks.0.attn.q.weight"
+  std::vector<int64_t> shape;   ///< HF layout
+  bool required = true;         ///< the base model must have it
+  bool lora_target = false;     ///< a LoRA adapter may adapt it (linear weights and the embedding)
+  bool embedding = false;       ///< a LoRA update of it is an embedding update
+};
+
+class WeightSet {
+ public:
+  /// Opens the base weights at `model_path` (lazily: headers only), indexes them by canonical
+  /// name and checks every expected parameter is present with its shape; then lays `overlay` (may
+  /// be null) over them. `n_layers` bounds the block indices an overlay may name.
+  /// Throws InputError naming the file and tensor for a missing tensor, a shape mismatch, a LoRA
+  /// module whose target the model lacks, or a merged checkpoint that holds none of the weights.
+  WeightSet(const std::filesystem::path& model_path, const std::vector<ExpectedParam>& expected,
+            const Checkpoint* overlay, int64_t n_layers);
+  ~WeightSet();
+  WeightSet(const WeightSet&) = delete;
+  WeightSet& operator=(const WeightSet&) = delete;
+
+  /// The source of an expected parameter; undefined (store == nullptr) for an absent optional one.
+  const ParamSource& param(const std::string& canonical) const;
+  /// The LoRA update of a parameter, or nullptr.
+  const LoraFactors* lora(const std::string& canonical) const;
+
+ private:
+  std::unique_ptr<TensorStore> base_;
+  std::optional<Checkpoint> overlay_;  ///< re-opened here, so its memory maps live as long as the model
+  std::map<std::string, ParamSource> params_;
+  std::map<std::string, LoraFactors> lora_;
+};
+
+/// Converts weights into the compute dtype in one reusable buffer, so a forward allocates (and
+/// page-faults) that memory once instead of once per matrix.
+class Scratch {
+ public:
+  /// `src` as a contiguous tensor of dtype `dt`: `src` itself when it already is one (for a
+  /// memory-mapped fp32 weight: zero copies), else a view of the buffer holding the converted
+  /// values, valid until the next call.
+  at::Tensor convert(const at::Tensor& src, c10::ScalarType dt);
+  /// Matrices with one column count, converted to `dt` and stacked by rows in the buffer
+  /// ([Σ rows, cols]); valid until the next call.
+  at::Tensor stack_rows(const std::vector<at::Tensor>& parts, c10::ScalarType dt);
+
+ private:
+  at::Tensor reserve(int64_t numel, c10::ScalarType dt);
+  at::Tensor buffer_;
+};
+
+}  // namespace aquin::llm
