@@ -48,7 +48,7 @@ class WeightDiffAnalyzer {
     OptionSpec tol;
     tol.name = "spectral-tol";
     tol.type = OptionType::Float;
-    tol.default_value = "1e-4";
+    tol.default_value = "1e-3";
     tol.value_name = "REL";
     tol.help = "relative tolerance of the iterative spectral norm (certified bound)";
     OptionSpec keep;
