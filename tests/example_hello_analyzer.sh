@@ -13,10 +13,13 @@ cmake --build "$work/hello" >/dev/null
 export AQUIN_HOME="$work/home"
 export AQUIN_PLUGIN_PATH="$work/hello"
 aquin="$work/prefix/bin/aquin"
-"$aquin" plugins | grep -q "analyzer.*hello.*1.0.0"
+# Outputs go to files first: with pipefail, `grep -q` closing the pipe early would fail the run.
+"$aquin" plugins > "$work/plugins.txt"
+grep -q "analyzer.*hello.*1.0.0" "$work/plugins.txt"
 "$aquin" session start --id ex --model "$src/tests/data/models/tiny-llama" >/dev/null
 out=$("$aquin" hello --checkpoint "$src/tests/data/ckpt/llama-ft-step300.pt" --output json)
 echo "$out" | grep -q '"card": "hello"'
 echo "$out" | grep -q '"q": 2'
-"$aquin" tools | grep -q '"run_hello"'
+"$aquin" tools > "$work/tools.json"
+grep -q '"run_hello"' "$work/tools.json"
 echo "hello-analyzer: built out of tree, discovered, ran"
