@@ -7,7 +7,7 @@
 //   - peak RSS of a forward with a LoRA adapter (r 16 on every linear) against the base alone,
 //     each in a child process (wait4's ru_maxrss).
 //
-//   bench_llm_forward [--layers 16] [--dir DIR] [--repeats 3] [--no-reference]
+//   bench_llm_forward [--layers 16] [--dir DIR] [--repeats 4] [--no-reference]
 //   bench_llm_forward --child MODEL_DIR [ADAPTER_DIR]     (one forward; used for the RSS figures)
 #include "models.hpp"
 #include "registry.hpp"
@@ -155,15 +155,6 @@ double timed_forward(LoadedModel& m, const ForwardRequest& req, at::Tensor* logi
   return s;
 }
 
-Timed repeat(int n, const std::function<double()>& f) {
-  Timed t;
-  for (int i = 0; i < n; ++i) {
-    t.all.push_back(f());
-    t.best = std::min(t.best, t.all.back());
-  }
-  return t;
-}
-
 // Best fp32 GEMM rate of this machine: the forward's own products (x @ Wᵀ for 512 tokens against
 // the fused gate/up, down and q/k/v shapes) and a large square one, best of several runs each.
 double gemm_flops() {
@@ -218,6 +209,67 @@ Measured measure(const std::string& cmd) {
   return m;
 }
 
+// The PyTorch reference as a child we talk to line by line (reference_llm_forward.py --serve), so
+// its forwards can be interleaved with ours: on a shared machine the load changes by the minute,
+// and only runs side by side in time compare fairly.
+class Reference {
+ public:
+  Reference(const std::vector<std::string>& argv) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) != 0 || pipe(from_child) != 0) throw std::runtime_error("pipe failed");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to_child[0], 0);
+      dup2(from_child[1], 1);
+      for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    to_ = fdopen(to_child[1], "w");
+    from_ = fdopen(from_child[0], "r");
+  }
+  ~Reference() {
+    if (to_) fclose(to_);
+    if (from_) fclose(from_);
+    if (pid_ > 0 && !reaped_) waitpid(pid_, nullptr, 0);
+  }
+  std::string line() {
+    char buf[4096];
+    if (!std::fgets(buf, sizeof buf, from_)) throw std::runtime_error("the reference exited early");
+    std::string s = buf;
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+  }
+  double forward() {
+    std::fputs("forward\n", to_);
+    std::fflush(to_);
+    return std::stod(line());
+  }
+  /// Ends the session; returns the final JSON line and the child's peak RSS in MB.
+  std::pair<std::string, double> finish() {
+    std::fputs("done\n", to_);
+    std::fflush(to_);
+    std::string summary = line();
+    int status = 0;
+    struct rusage ru {};
+    wait4(pid_, &status, 0, &ru);
+    reaped_ = true;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("the reference failed");
+    return {summary, ru.ru_maxrss / 1024.0};
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+};
+
 ForwardRequest full_request(const at::Tensor& ids) {
   ForwardRequest req;
   req.input_ids = ids;
@@ -247,7 +299,7 @@ int main(int argc, char** argv) {
   Shape s;
   fs::path dir = fs::temp_directory_path() / "aquin-bench-llm-forward";
   bool reference = true, custom_dir = false;
-  int repeats = 3;
+  int repeats = 4;
   at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows up line by line when redirected
   try {
@@ -294,37 +346,45 @@ int main(int argc, char** argv) {
     ForwardRequest with_last = full;
     with_last.hooks = {"blocks." + std::to_string(s.layers - 1) + ".hook_resid_post"};
     timed_forward(*model, with_last, &logits, &last_hook);  // warm-up, and the outputs to compare
-    Timed fwd = repeat(repeats, [&] { return timed_forward(*model, full); });
-    Timed l8 = repeat(repeats, [&] { return timed_forward(*model, layer8); });
+
+    std::optional<Reference> ref;
+    const fs::path ids_file = dir / "ids.safetensors", ref_out = dir / "reference_out.safetensors";
+    if (reference) {
+      write_safetensors(ids_file, {{"input_ids", ids}});
+      ref.emplace(std::vector<std::string>{"/usr/bin/python3", AQUIN_BENCH_LLM_REFERENCE, base.string(), ids_file.string(),
+                                           ref_out.string(), "--threads", std::to_string(threads), "--serve"});
+      if (ref->line() != "ready") throw std::runtime_error("the reference did not start");
+    }
+    // Rounds: our full forward, the reference's, our layer-8 capture, side by side in time.
+    Timed fwd, l8, py;
+    for (int round = 0; round < repeats; ++round) {
+      fwd.all.push_back(timed_forward(*model, full));
+      if (ref) py.all.push_back(ref->forward());
+      l8.all.push_back(timed_forward(*model, layer8));
+    }
+    for (Timed* t : {&fwd, &l8, &py})
+      for (double x : t->all) t->best = std::min(t->best, x);
+
     const double tokens = static_cast<double>(kBatch * kTokens);
     const double flops = forward_flops(s, s.layers, true);
     // The machine's load changes by the minute: the peak is the best of a measurement before and after.
     peak = std::max(peak, gemm_flops());
     std::printf("fp32 GEMM peak (at::mm, x @ Wt at the forward's shapes and 4096^3, best of before/after): %.1f GFLOP/s\n",
                 peak / 1e9);
-    std::printf("aquin forward (fp32, logits):    best %.2f s  %.0f tokens/s  %.1f GFLOP/s = %.0f%% of GEMM peak (target >= 50%%)\n",
-                fwd.best, tokens / fwd.best, flops / fwd.best / 1e9, 100.0 * flops / fwd.best / peak);
-    std::printf("capture blocks.%d.hook_resid_post: best %.2f s = %.0f%% of a full forward (target <= 60%%)\n", s.layers / 2,
-                l8.best, 100.0 * l8.best / fwd.best);
+    std::printf("aquin forward (fp32, logits):    best of %d %.2f s  %.0f tokens/s  %.1f GFLOP/s = %.0f%% of GEMM peak (target >= 50%%)\n",
+                repeats, fwd.best, tokens / fwd.best, flops / fwd.best / 1e9, 100.0 * flops / fwd.best / peak);
+    std::printf("capture blocks.%d.hook_resid_post: best of %d %.2f s = %.0f%% of a full forward (target <= 60%%)\n",
+                s.layers / 2, repeats, l8.best, 100.0 * l8.best / fwd.best);
 
-    if (reference) {
-      const fs::path ids_file = dir / "ids.safetensors", ref_out = dir / "reference_out.safetensors", ref_json = dir / "reference.json";
-      write_safetensors(ids_file, {{"input_ids", ids}});
-      Measured py = measure("/usr/bin/python3 " + std::string(AQUIN_BENCH_LLM_REFERENCE) + " '" + base.string() + "' '" +
-                            ids_file.string() + "' '" + ref_out.string() + "' --threads " + std::to_string(threads) +
-                            " --repeats " + std::to_string(repeats) + " > '" + ref_json.string() + "'");
-      if (py.code != 0) throw std::runtime_error("reference failed (exit " + std::to_string(py.code) + ")");
-      auto r = json::parse(read_text_file(ref_json), ref_json.string());
-      const double py_best = r["best_s"].GetDouble();
-      // A second round of ours after the reference, so both saw the same machine load.
-      Timed again = repeat(repeats, [&] { return timed_forward(*model, full); });
-      const double ours = std::min(fwd.best, again.best);
-      std::printf("PyTorch eager (fp32 weights):    best %.2f s  %.0f tokens/s  (load %.1f s, peak RSS %.0f MB)\n", py_best,
-                  tokens / py_best, r["load_s"].GetDouble(), py.peak_rss_mb);
-      std::printf("aquin / PyTorch tokens/s:        %.2fx (target >= 1.0x; aquin best of %d runs in two rounds: %.2f s)\n",
-                  py_best / ours, 2 * repeats, ours);
-      auto ref = open_safetensors(ref_out);
-      at::Tensor ref_logits = ref->load("last_logits"), ref_post = ref->load("last_resid_post");
+    if (ref) {
+      auto [summary, rss] = ref->finish();
+      auto r = json::parse(summary, "reference summary");
+      std::printf("PyTorch eager (fp32 weights):    best of %d %.2f s  %.0f tokens/s  (load %.1f s, peak RSS %.0f MB)\n", repeats,
+                  py.best, tokens / py.best, r["load_s"].GetDouble(), rss);
+      std::printf("aquin / PyTorch tokens/s:        %.2fx (target >= 1.0x; best of %d interleaved rounds each)\n", py.best / fwd.best,
+                  repeats);
+      auto out = open_safetensors(ref_out);
+      at::Tensor ref_logits = out->load("last_logits"), ref_post = out->load("last_resid_post");
       at::Tensor our_logits = logits.select(1, kTokens - 1);
       at::Tensor our_post = last_hook.begin()->second.select(1, kTokens - 1);
       auto rel = [](const at::Tensor& a, const at::Tensor& b) {

@@ -3,17 +3,23 @@
 
 Written the way Hugging Face's LlamaForCausalLM runs it in eager mode (repeat_kv, additive causal
 mask, softmax in float32, rotate_half RoPE with llama3 scaling), with the weights converted to
-float32 once at load time, as `model.float()` would. Times `--repeats` forwards of the token ids
-in IDS (a safetensors file holding "input_ids" [B, T] int64) after one warm-up, then writes the
-logits and the last block's residual at each prompt's last token to OUT for the agreement check.
+float32 once at load time, as `model.float()` would. Runs forwards of the token ids in IDS (a
+safetensors file holding "input_ids" [B, T] int64; all prompts full length) after one warm-up,
+then writes the logits and the last block's residual at each prompt's last token to OUT for the
+agreement check.
   /usr/bin/python3 bench/reference_llm_forward.py MODEL_DIR IDS OUT [--threads N] [--repeats N]
-Prints one JSON object: load_s, best_s, times_s.
+      times --repeats forwards, prints one JSON object: load_s, best_s, times_s
+  ... --serve
+      prints "ready" once loaded, then runs one forward per "forward" line on stdin and answers
+      with its seconds, so the caller can interleave its own runs with these on a busy machine;
+      "done" (or end of input) writes OUT and prints the JSON object
 """
 import argparse
 import json
 import math
 import os
 import struct
+import sys
 import time
 
 import torch
@@ -131,20 +137,34 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--serve", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
     model = Llama(a.model)
     load_s = time.time() - t0
     ids = load_safetensors(a.ids)["input_ids"].clone()
-    model.forward(ids)  # warm-up: allocator, page cache
+    post, logits = model.forward(ids)  # warm-up: allocator, page cache
     times = []
-    for _ in range(a.repeats):
+
+    def timed():
+        nonlocal post, logits
         t0 = time.time()
         post, logits = model.forward(ids)
         times.append(time.time() - t0)
+        return times[-1]
+
+    if a.serve:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "forward":
+                break
+            print(f"{timed():.6f}", flush=True)
+    else:
+        for _ in range(a.repeats):
+            timed()
     save_safetensors(a.out, {"last_resid_post": post[:, -1].contiguous(), "last_logits": logits[:, -1].contiguous()})
-    print(json.dumps({"load_s": load_s, "best_s": min(times), "times_s": times}))
+    print(json.dumps({"load_s": load_s, "best_s": min(times) if times else None, "times_s": times}), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ aquin="$work/prefix/bin/aquin"
 grep -q "analyzer.*hello.*1.0.0" "$work/plugins.txt"
 "$aquin" session start --id ex --model "$src/tests/data/models/tiny-llama" >/dev/null
 out=$("$aquin" hello --checkpoint "$src/tests/data/ckpt/llama-ft-step300.pt" --output json)
-echo "$out" | grep -q '"card": "hello"'
-echo "$out" | grep -q '"q": 2'
+grep -q '"card": "hello"' <<< "$out"
+grep -q '"q": 2' <<< "$out"
 "$aquin" tools > "$work/tools.json"
 grep -q '"run_hello"' "$work/tools.json"
 echo "hello-analyzer: built out of tree, discovered, ran"

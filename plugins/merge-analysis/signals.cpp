@@ -31,7 +31,7 @@ std::string too_few(const std::string& group, std::size_t n, const Thresholds& t
          std::to_string(t.min_peers) + "; not scored against peers";
 }
 
-// Members of each peer group with a usable value: param -> log(value).
+// The members of one peer group with a usable (positive, finite) value, and the logs of those values.
 struct Group {
   std::vector<const MatrixDiff*> members;
   std::vector<double> logs;
@@ -68,6 +68,7 @@ std::string peer_group(const MatrixDiff& m) {
 }
 
 std::vector<double> robust_z(const std::vector<double>& x, double min_scale, double* median, double* scale) {
+  if (x.empty()) return {};
   const double med = median_of(x);
   std::vector<double> dev;
   dev.reserve(x.size());

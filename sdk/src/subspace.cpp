@@ -10,6 +10,9 @@
 // iterations to do it; intruder detection needs the top ~10–40 singular *vectors* of many
 // matrices to the accuracy of a cosine test, and a few passes of subspace iteration with
 // oversampling give that on the decaying spectra of trained weights at a fixed, predictable cost.
+// Rayleigh–Ritz then uses every block computed, not only the last (block Krylov): their products
+// are at hand anyway, and the larger space can only be more accurate. A warm start (`start`) lets a
+// second, related matrix (W + ΔW after W) begin where the first ended.
 #include "aquin/sdk/subspace.hpp"
 
 #include <ATen/ATen.h>
@@ -292,8 +295,10 @@ TruncatedSvd top_singular_triplets(const MatrixOperator& op, int64_t k, const Su
                                 std::to_string(small) + "]");
   if (opts.oversample < 0 || opts.max_passes < 1 || !(opts.tol >= 0))
     throw std::invalid_argument(std::string(kFn) + ": need oversample >= 0, max_passes >= 1, tol >= 0");
-  if (opts.start.defined() && (opts.start.dim() != 2 || opts.start.size(0) != n))
-    throw std::invalid_argument(std::string(kFn) + ": start must be [cols, s] = [" + std::to_string(n) + ", s]");
+  if (opts.start.defined() && (opts.start.dim() != 2 || opts.start.size(0) != n ||
+                               !at::isFloatingType(opts.start.scalar_type()) || !at::isfinite(opts.start).all().item<bool>()))
+    throw std::invalid_argument(std::string(kFn) + ": start must be a finite floating [cols, s] = [" + std::to_string(n) +
+                                ", s] tensor");
   // Start directions count towards the k + oversample columns, but `oversample` Gaussian ones stay.
   const int64_t extra = opts.start.defined() ? opts.start.size(1) : 0;
   const int64_t gaussian = std::max(opts.oversample, k + opts.oversample - extra);
