@@ -355,14 +355,18 @@ int main(int argc, char** argv) {
                                            ref_out.string(), "--threads", std::to_string(threads), "--serve"});
       if (ref->line() != "ready") throw std::runtime_error("the reference did not start");
     }
-    // Rounds: our full forward, the reference's, our layer-8 capture, side by side in time.
-    Timed fwd, l8, py;
+    ForwardRequest full_bf16 = full;
+    full_bf16.dtype = at::kBFloat16;
+    timed_forward(*model, full_bf16);  // warm-up
+    // Rounds: our full forward, the reference's, our layer-8 capture, our bf16 forward, side by side in time.
+    Timed fwd, l8, py, bf16;
     for (int round = 0; round < repeats; ++round) {
       fwd.all.push_back(timed_forward(*model, full));
       if (ref) py.all.push_back(ref->forward());
       l8.all.push_back(timed_forward(*model, layer8));
+      bf16.all.push_back(timed_forward(*model, full_bf16));
     }
-    for (Timed* t : {&fwd, &l8, &py})
+    for (Timed* t : {&fwd, &l8, &py, &bf16})
       for (double x : t->all) t->best = std::min(t->best, x);
 
     const double tokens = static_cast<double>(kBatch * kTokens);
@@ -376,6 +380,8 @@ int main(int argc, char** argv) {
     std::printf("capture blocks.%d.hook_resid_post: best of %d %.2f s = %.0f%% of a full forward (target <= 60%%)\n",
                 s.layers / 2, repeats, l8.best, 100.0 * l8.best / fwd.best);
 
+    std::printf("aquin forward (bf16 compute):    best of %d %.2f s  %.0f tokens/s  (%.2fx the fp32 forward)\n", repeats, bf16.best,
+                tokens / bf16.best, fwd.best / bf16.best);
     if (ref) {
       auto [summary, rss] = ref->finish();
       auto r = json::parse(summary, "reference summary");

@@ -159,6 +159,23 @@ INSTANTIATE_TEST_SUITE_P(Models, LlmGolden,
                            return s;
                          });
 
+TEST(LlmForward, Qwen2SlidingWindowAppliesFromMaxWindowLayers) {
+  // qwen2-bias's config carries sliding_window 4 with use_sliding_window false (ignored, as HF
+  // does); switched on, block 1 (>= max_window_layers 1) attends through the window, block 0 not.
+  aquin::test::TempDir dir;
+  fs::copy_file(llm_dir() / "qwen2-bias/model.safetensors", dir / "model.safetensors");
+  std::string cfg = read_text_file(llm_dir() / "qwen2-bias/config.json");
+  const std::string off = "\"use_sliding_window\": false";
+  ASSERT_NE(cfg.find(off), std::string::npos);
+  cfg.replace(cfg.find(off), off.size(), "\"use_sliding_window\": true");
+  write_file_atomic(dir / "config.json", cfg);
+  auto model = load(dir.path());
+  const Golden g = golden("qwen2-bias-swa");
+  expect_matches(run(*model, g.ids, g.mask, all_hooks(*model), true), g, 1e-4, "qwen2 with sliding window");
+  const Golden plain = golden("qwen2-bias");
+  EXPECT_GT(rel_error(g.acts.at("logits"), plain.acts.at("logits"), g.mask), 1e-2) << "the window changed nothing";
+}
+
 TEST(LlmForward, AdapterDescribesTheFixtures) {
   ModelInfo m = describe(llm_dir() / "mistral-sw");
   EXPECT_EQ(m.adapter, "llm");
@@ -238,6 +255,38 @@ TEST(LlmForward, LoraLeavesAFreshBaseUntouchedAndDiffersFromIt) {
   Acts l = run(*lora, g.ids, g.mask, {}, true);
   expect_matches(b, Golden{g.ids, g.mask, {{"logits", g.acts.at("logits")}}}, 1e-4, "base beside a LoRA model");
   EXPECT_GT(rel_error(l.at("logits"), b.at("logits"), g.mask), 1e-2);
+}
+
+TEST(LlmForward, LoraOverBf16WeightsEqualsTheMergedUpdate) {
+  // llama-tied stores bf16, so its q/k/v and gate/up run as fused GEMMs with the LoRA updates added
+  // to column blocks of the product. The same updates merged into fp32 weights (a partial merged
+  // checkpoint: only the adapted tensors) take the unfused path. Both must agree.
+  aquin::test::TempDir dir;
+  auto base = open_model_weights(llm_dir() / "llama-tied");
+  at::manual_seed(3);
+  const double scale = 16.0 / 4;
+  std::vector<std::pair<std::string, at::Tensor>> adapter, merged;
+  for (const char* m : {"model.layers.0.self_attn.k_proj", "model.layers.1.mlp.up_proj", "model.layers.1.self_attn.o_proj"}) {
+    at::Tensor w = base->load(std::string(m) + ".weight").to(at::kFloat);
+    at::Tensor a = at::randn({4, w.size(1)}) * 0.2, b = at::randn({w.size(0), 4}) * 0.1;
+    adapter.emplace_back(std::string("base_model.model.") + m + ".lora_A.weight", a);
+    adapter.emplace_back(std::string("base_model.model.") + m + ".lora_B.weight", b);
+    merged.emplace_back(std::string(m) + ".weight", w + scale * at::mm(b, a));
+  }
+  fs::create_directories(dir / "lora");
+  fs::create_directories(dir / "merged");
+  write_safetensors(dir / "lora/adapter_model.safetensors", adapter);
+  write_file_atomic(dir / "lora/adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 16}");
+  write_safetensors(dir / "merged/model.safetensors", merged);
+  write_file_atomic(dir / "merged/config.json", read_text_file(llm_dir() / "llama-tied/config.json"));
+  Checkpoint lora_ck = open_checkpoint(dir / "lora"), merged_ck = open_checkpoint(dir / "merged");
+  auto with_lora = load(llm_dir() / "llama-tied", &lora_ck);
+  auto with_merged = load(llm_dir() / "llama-tied", &merged_ck);
+  const Golden g = golden("llama-tied");
+  Acts x = run(*with_lora, g.ids, g.mask, all_hooks(*with_lora), true);
+  Acts y = run(*with_merged, g.ids, g.mask, all_hooks(*with_merged), true);
+  for (const auto& [name, t] : y) EXPECT_LE(rel_error(x.at(name), t, g.mask), 1e-5) << name;
+  EXPECT_GT(rel_error(y.at("logits"), g.acts.at("logits"), g.mask), 1e-3) << "the update changed nothing";
 }
 
 TEST(LlmForward, TransformerLensAndHfCheckpointsOfOneFineTuneAgree) {

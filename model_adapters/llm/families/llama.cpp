@@ -440,9 +440,14 @@ class LlamaModel final : public LoadedModel {
     return bias.defined() ? at::addmm(bias, x, w.t()) : at::mm(x, w.t());
   }
 
-  // The rank-r update is small: it stays on the calling thread.
+  // y += scale · (x Aᵀ) Bᵀ. The rank-r update is small: it stays on the calling thread. In fp32
+  // it accumulates straight into y (no [tokens, out] temporary); a bf16 y takes the fp32 update
+  // and rounds once, as PEFT's fp32 adapters do.
   static void add_lora(at::Tensor& y, const at::Tensor& x, const LoraFactors* f) {
-    if (f) y.add_(at::mm(at::mm(x.to(at::kFloat), f->a.t()), f->b.t()), f->scale);
+    if (!f) return;
+    at::Tensor xa = at::mm(x.to(at::kFloat), f->a.t());
+    if (y.scalar_type() == at::kFloat) y.addmm_(xa, f->b.t(), /*beta=*/1.0, /*alpha=*/f->scale);
+    else y.add_(at::mm(xa, f->b.t()), f->scale);
   }
 
   // Several linears of one input. When every weight needs converting anyway (bf16 storage, fp32
@@ -561,8 +566,7 @@ class LlamaModel final : public LoadedModel {
       else cols.copy_(at::mm(x, w_part.t()));
       release_mapped_pages(part);
     }
-    if (const LoraFactors* f = w_->lora("unembed.weight"))
-      out.add_(at::mm(at::mm(x.to(at::kFloat), f->a.t()), f->b.t()), f->scale);
+    add_lora(out, x, w_->lora("unembed.weight"));
     return out;
   }
 
