@@ -3,10 +3,16 @@
 // replace the base's; a LoRA adapter's factors are kept beside the weight they adapt and applied
 // inside the linear layer, so a LoRA model never holds a second copy of any weight.
 //
-// Memory behaviour: nothing is read at load time except LoRA factors (small). A forward asks for
-// one weight at a time; the tensor it gets aliases the file's memory map, and when that alias
-// dies its pages leave the process's resident set (the SDK's mapping deleter drops them; they stay
-// in the page cache). So a forward holds roughly one weight resident, plus one conversion buffer.
+// Memory behaviour: nothing is read at load time except LoRA factors (small, copied to fp32). A
+// forward asks for one weight (or one fused group: q/k/v, gate/up) at a time; the tensor it gets
+// aliases the file's memory map, and when that alias dies its pages leave the process's resident
+// set (the SDK's mapping deleter drops them; they stay in the page cache). fp32 weights computed
+// in fp32 are used in place; anything else is converted into one reusable buffer the size of the
+// largest group (134 MB fp32 for Llama-3.2-1B's gate+up). No fp32 copy of a bf16 model is kept.
+// Measured on a Llama-3.2-1B-shaped bf16 model, 8 x 64 tokens: peak RSS 636 MB for load + forward
+// (PyTorch with fp32 copies: 7.3 GB); the price is ~0.6 s per ~7.5 s forward for mapping the
+// pages again and widening bf16 to fp32, the whole gap to that PyTorch run on an idle machine.
+
 #pragma once
 
 #include <aquin/sdk/checkpoint.hpp>
