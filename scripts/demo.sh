@@ -29,6 +29,8 @@ run residual-drift --checkpoint "$models/full-ft" --name full-ft --save
 run residual-drift --checkpoint "$models/lora-adapter" --name lora --reduce mean --save
 run trajectory-analysis --dir "$models/checkpoints" --name full-ft-trajectory --save
 # The merge gate exits 2 on a failed verdict; the demo shows the verdict either way.
-run merge-analysis --checkpoint "$models/lora-adapter" --name lora-gate --save || echo "(merge-analysis exit code $?)"
+# Behavioural probes: text from the base model's own domain, which a recipe fine-tune should leave alone.
+run merge-analysis --checkpoint "$models/lora-adapter" --prompts "$root/examples/demo/probes.jsonl" --name lora-gate \
+  --save || echo "(merge-analysis exit code $?)"
 echo
 echo "exports: $AQUIN_HOME/sessions/demo/exports/"

@@ -1,5 +1,6 @@
 // `aquin merge-analysis`: a pre-merge gate. Compares a LoRA adapter (or a merged checkpoint) with the
 // base and returns pass / warn / fail with every reason behind it; a fail exits with code 2.
+#include "behavioral.hpp"
 #include "intruders.hpp"
 #include "report.hpp"
 #include "signals.hpp"
@@ -8,6 +9,7 @@
 #include <aquin/sdk/checkpoint.hpp>
 #include <aquin/sdk/errors.hpp>
 #include <aquin/sdk/plugin.hpp>
+#include <aquin/sdk/prompts.hpp>
 #include <aquin/sdk/weight_diff.hpp>
 
 #include <spdlog/spdlog.h>
@@ -22,10 +24,11 @@ namespace {
 using namespace aquin;
 using namespace aquin::merge;
 
-// Said whenever behavioural scores are asked for, so that no reader mistakes the verdict for more
-// than it is.
-constexpr const char* kNoBehavioral =
-    "behavioural scores need the model-running adapters, not available in this build; verdict is weight-only";
+// Said when behavioural scores are asked for on a model they do not apply to, so that no reader
+// mistakes the verdict for more than it is.
+constexpr const char* kEmbeddingWeightOnly =
+    "behavioural scores compare next-token predictions and apply to LLMs; an embedding model gets a weight-only "
+    "verdict (residual-drift compares its pooled representations)";
 
 class Stopwatch {
  public:
@@ -49,29 +52,24 @@ class MergeAnalyzer {
         "Pre-merge gate for a LoRA adapter or a merged checkpoint against the session's base model: returns "
         "mergeVerdict pass, warn or fail with every reason (NaN/Inf, missing or extra keys, shape mismatches, "
         "intruder dimensions, relative-change outliers among a weight's peers, elevated or collapsed stable rank "
-        "of ΔW), each with its value and the threshold it crossed. Exit code 2 on fail. The verdict is weight-only.";
-    OptionSpec ck;
-    ck.name = "checkpoint";
-    ck.type = OptionType::Path;
-    ck.required = true;
-    ck.value_name = "PATH";
-    ck.help = "LoRA adapter folder or merged checkpoint: .pt {step, state_dict}, HF save_pretrained folder, .safetensors";
-    OptionSpec prompts;
-    prompts.name = "prompts";
-    prompts.type = OptionType::Path;
-    prompts.value_name = "FILE";
-    prompts.help = "prompts for behavioural scores; these need the model-running adapters, not in this build, so the "
-                   "verdict stays weight-only and says so";
-    OptionSpec nob;
-    nob.name = "no-behavioral";
-    nob.type = OptionType::Bool;
-    nob.help = "ask for a weight-only verdict (no behavioural scores, no warning about them)";
-    OptionSpec th;
-    th.name = "thresholds";
-    th.type = OptionType::Path;
-    th.value_name = "FILE";
-    th.help = "JSON object of thresholds, e.g. {\"outlier_z\": 5}; flags given as well take precedence";
-    s.options = {ck, prompts, nob, th};
+        "of ΔW), each with its value and the threshold it crossed. With prompts (LLMs), base and fine-tune also run on "
+        "them: next-token KL divergence, top-1 agreement and greedy continuations, with thresholds that feed the "
+        "verdict. Exit code 2 on fail.";
+    s.options = {
+        required_option("checkpoint", OptionType::Path, "PATH",
+                        "LoRA adapter folder or merged checkpoint: .pt {step, state_dict}, HF save_pretrained folder, "
+                        ".safetensors"),
+        make_option("prompts", OptionType::Path, "FILE",
+                    "probe prompts (JSON array or JSONL of strings or {instruction, response} rows) for behavioural "
+                    "scores: prompts the fine-tune should leave alone. LLMs only; an embedding model's verdict stays "
+                    "weight-only and says so"),
+        flag_option("no-behavioral", "ask for a weight-only verdict (no behavioural scores, no warning about them)"),
+        make_option("new-tokens", OptionType::Int, "N",
+                    "tokens of greedy continuation generated per probe prompt by each model", "8"),
+        make_option("batch-size", OptionType::Int, "N", "probe prompts per forward pass", "8"),
+        make_option("thresholds", OptionType::Path, "FILE",
+                    "JSON object of thresholds, e.g. {\"outlier_z\": 5}; flags given as well take precedence"),
+    };
     for (auto& o : threshold_options()) s.options.push_back(std::move(o));
     return s;
   }
@@ -85,6 +83,12 @@ class MergeAnalyzer {
     an.behavioral_requested = !an.prompts.empty() && !args.flag("no-behavioral");
     if (an.behavioral_requested && !std::filesystem::exists(an.prompts))
       throw InputError(an.prompts, "no such file (--prompts)");
+    const bool run_probes = an.behavioral_requested && ctx.base.kind == "llm";
+    const int64_t new_tokens = args.integer("new-tokens"), batch = args.integer("batch-size");
+    if (new_tokens < 1 || new_tokens > 256) throw UsageError("option --new-tokens: expected an integer in [1, 256]");
+    if (batch < 1) throw UsageError("option --batch-size: expected a positive integer");
+    // Read before any heavy work, so that a malformed file fails fast.
+    const std::vector<std::string> probes = run_probes ? read_prompts(an.prompts) : std::vector<std::string>{};
 
     Checkpoint ck = open_checkpoint(args.str("checkpoint"));
     auto base = open_model_weights(ctx.base.path);
@@ -121,6 +125,10 @@ class MergeAnalyzer {
     an.timings.emplace_back("intruders", intruder_seconds);
     an.reasons.insert(an.reasons.end(), res.reasons.begin(), res.reasons.end());
     an.signals.emplace_back("intruders", std::move(res));
+    if (run_probes) {
+      an.behavior = run_behavior(ctx, ck, an.prompts, probes, static_cast<int>(new_tokens), static_cast<std::size_t>(batch));
+      record("behavior", behavior_reasons(*an.behavior, t));
+    }
     std::stable_sort(an.reasons.begin(), an.reasons.end(),
                      [](const Reason& a, const Reason& b) { return a.severity == "fail" && b.severity != "fail"; });
     an.verdict = verdict(an.reasons);
@@ -130,7 +138,10 @@ class MergeAnalyzer {
     r.card = "mergeAnalysis";
     r.warnings = ck.warnings;
     r.warnings.insert(r.warnings.end(), wd.warnings.begin(), wd.warnings.end());
-    if (an.behavioral_requested) r.warnings.emplace_back(kNoBehavioral);
+    if (an.behavioral_requested && !run_probes) r.warnings.emplace_back(kEmbeddingWeightOnly);
+    if (an.behavior && an.behavior->truncated > 0)
+      r.warnings.push_back(std::to_string(an.behavior->truncated) +
+                           " probe prompt(s) truncated to leave room for the continuation in the model's positions");
     fill_export(r, an, ck, wd);
     fill_terminal(r, an, ck, wd, ctx.base.model);
     r.exit_code = an.verdict == "fail" ? 2 : 0;

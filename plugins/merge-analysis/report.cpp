@@ -75,10 +75,12 @@ std::string severity_upper(const std::string& v) {
 void fill_export(Result& r, const Analysis& an, const Checkpoint& ck, const WeightDiff& wd) {
   auto& a = r.doc.GetAllocator();
   put(r.doc, "mergeVerdict", str(an.verdict, a), a);
-  put(r.doc, "verdict_basis", str("weights", a), a);
-  put(r.doc, "behavioral", rapidjson::Value(false), a);
+  put(r.doc, "verdict_basis", str(an.behavior ? "weights+behavior" : "weights", a), a);
+  put(r.doc, "behavioral", rapidjson::Value(an.behavior.has_value()), a);
   put(r.doc, "behavioral_requested", rapidjson::Value(an.behavioral_requested), a);
   put(r.doc, "prompts", an.prompts.empty() ? rapidjson::Value(rapidjson::kNullType) : str(an.prompts, a), a);
+  put(r.doc, "behavioral_scores",
+      an.behavior ? behavior_json(*an.behavior, a) : rapidjson::Value(rapidjson::kNullType), a);
   rapidjson::Value reasons(rapidjson::kArrayType);
   for (const auto& x : an.reasons) reasons.PushBack(reason_json(x, a), a);
   put(r.doc, "reasons", std::move(reasons), a);
@@ -136,7 +138,7 @@ void fill_terminal(Result& r, const Analysis& an, const Checkpoint& ck, const We
   int fail = 0, warn = 0;
   for (const auto& x : an.reasons) (x.severity == "fail" ? fail : warn)++;
   r.headline.push_back("merge verdict: " + severity_upper(an.verdict) + " (" + std::to_string(fail) + " fail, " +
-                       std::to_string(warn) + " warn; weight-only)");
+                       std::to_string(warn) + " warn; " + (an.behavior ? "weights and behaviour" : "weight-only") + ")");
   std::string step = ck.step ? " step " + std::to_string(*ck.step) : "";
   r.headline.push_back("checkpoint " + ck.path.string() + " (" + ck.format + step + ") vs base " + base);
   if (an.verdict == "fail") r.headline.push_back("exit code 2: do not merge as is");
@@ -161,6 +163,7 @@ void fill_terminal(Result& r, const Analysis& an, const Checkpoint& ck, const We
     for (const auto& n : res.notes) s.notes.push_back(name + ": " + n);
   }
   r.tables.push_back(std::move(s));
+  if (an.behavior) r.tables.push_back(behavior_table(*an.behavior));
   // The per-layer grid of the weight diff gives the reasons their context.
   auto wt = weight_diff_tables(wd, ck);
   if (!wt.empty()) r.tables.push_back(std::move(wt.front()));

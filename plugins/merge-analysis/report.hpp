@@ -2,6 +2,7 @@
 // (checkpoint_json, summary_json, matrix_json, weight_diff_tables); this adds the verdict.
 #pragma once
 
+#include "behavioral.hpp"
 #include "intruders.hpp"
 #include "signals.hpp"
 #include "thresholds.hpp"
@@ -10,6 +11,7 @@
 #include <aquin/sdk/result.hpp>
 #include <aquin/sdk/weight_diff.hpp>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +28,7 @@ struct Analysis {
   ResolvedThresholds thresholds;
   bool behavioral_requested = false;
   std::string prompts;                                   ///< --prompts as given, "" when absent
+  std::optional<BehaviorResult> behavior;                ///< set when the probes ran (LLMs)
   std::vector<std::pair<std::string, double>> timings;   ///< stage -> seconds
 };
 

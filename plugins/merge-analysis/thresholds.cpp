@@ -47,6 +47,16 @@ const std::vector<ThresholdDef>& threshold_defs() {
        "fail when the robust z of the relative change exceeds this"},
       {"min_peers", nullptr, &Thresholds::min_peers, 3, 1e6,
        "fewest peers (the same weight in other layers) a robust z is computed from; smaller groups are not scored"},
+      {"behavior_kl_warn", &Thresholds::behavior_kl_warn, nullptr, 0.0, 1e6,
+       "probes (--prompts): warn when the mean KL divergence of the next-token distributions, base to fine-tune, exceeds this (nats)"},
+      {"behavior_kl_fail", &Thresholds::behavior_kl_fail, nullptr, 0.0, 1e6,
+       "probes: fail when the mean next-token KL divergence exceeds this (nats)"},
+      {"behavior_top1_warn", &Thresholds::behavior_top1_warn, nullptr, 0.0, 1.0,
+       "probes: warn when the share of prompts on which base and fine-tune pick the same next token is below this"},
+      {"behavior_top1_fail", &Thresholds::behavior_top1_fail, nullptr, 0.0, 1.0,
+       "probes: fail when the top-1 agreement is below this"},
+      {"behavior_edit_warn", &Thresholds::behavior_edit_warn, nullptr, 0.0, 1.0,
+       "probes: warn when the greedy continuations' mean token edit distance, as a share of their length, exceeds this"},
   };
   return defs;
 }
@@ -82,6 +92,20 @@ Thresholds default_thresholds() {
   t.outlier_fail_z = 10.0;
   // A median and a MAD from fewer than five values are not worth a verdict.
   t.min_peers = 5;
+  // Behavioural probes are prompts the fine-tune should leave alone (general text, safety, formats):
+  // a regression check, not a measure of what the fine-tune was for. Measured on the demo models
+  // (README, "Behavioural scores"; 8 in-domain and the 8 built-in probes): the healthy LoRA, the full
+  // fine-tune and its checkpoints reach a mean KL of 0.10-0.41 nats, a top-1 agreement of 0.5-1.0
+  // and greedy edit fractions of 0.44-0.70; the same LoRA with its alpha doubled, 1.24-1.75 nats,
+  // 0.38-0.50 and 0.78-0.88; alpha x4 to x16, 4.6-12.8 nats, 0-0.25 and 0.95-1.0. The warn lines sit
+  // above every healthy figure, the KL fail line below every broken one.
+  t.behavior_kl_warn = 0.5;
+  t.behavior_kl_fail = 1.0;
+  t.behavior_top1_warn = 0.5;
+  t.behavior_top1_fail = 0.3;
+  // Greedy continuations of a healthy fine-tune part ways quickly (on a character-level model, after
+  // a few characters): only near-total divergence is a signal.
+  t.behavior_edit_warn = 0.9;
   return t;
 }
 
@@ -130,6 +154,12 @@ void check_consistency(const Thresholds& t, const std::string& where) {
   if (t.outlier_fail_z < t.outlier_z)
     throw UsageError(where + "outlier_fail_z (" + std::to_string(t.outlier_fail_z) + ") is below outlier_z (" +
                      std::to_string(t.outlier_z) + ")");
+  if (t.behavior_kl_fail < t.behavior_kl_warn)
+    throw UsageError(where + "behavior_kl_fail (" + std::to_string(t.behavior_kl_fail) + ") is below behavior_kl_warn (" +
+                     std::to_string(t.behavior_kl_warn) + ")");
+  if (t.behavior_top1_fail > t.behavior_top1_warn)
+    throw UsageError(where + "behavior_top1_fail (" + std::to_string(t.behavior_top1_fail) +
+                     ") is above behavior_top1_warn (" + std::to_string(t.behavior_top1_warn) + ")");
 }
 
 }  // namespace

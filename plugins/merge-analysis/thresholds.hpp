@@ -26,6 +26,11 @@ struct Thresholds {
   double outlier_z = 0;              ///< warn when the robust z of log ‖ΔW‖/‖W‖ among peers exceeds it
   double outlier_fail_z = 0;         ///< fail when it exceeds this
   int64_t min_peers = 0;             ///< fewest peers (same weight in other layers) a robust z is computed from
+  double behavior_kl_warn = 0;       ///< probes: warn when the mean next-token KL(base ‖ fine-tune) exceeds it (nats)
+  double behavior_kl_fail = 0;       ///< probes: fail when it exceeds this
+  double behavior_top1_warn = 0;     ///< probes: warn when the share of prompts whose top-1 next token agrees is below it
+  double behavior_top1_fail = 0;     ///< probes: fail when it is below this
+  double behavior_edit_warn = 0;     ///< probes: warn when the mean edit distance of greedy continuations, over their length, exceeds it
 };
 
 /// One threshold: its key in the export and the --thresholds file ("outlier_z"), its flag

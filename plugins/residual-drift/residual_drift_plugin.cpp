@@ -40,28 +40,16 @@ class ResidualDrift {
         "stream moved: cosine distance (1 - cos) of blocks.{L}.hook_resid_post (TransformerLens meaning, never "
         "normalised) at the last token or averaged over tokens; for embedding models, of each encoder layer's "
         "mask-weighted mean-pooled hidden state.";
-    OptionSpec ck;
-    ck.name = "checkpoint";
-    ck.type = OptionType::Path;
-    ck.required = true;
-    ck.value_name = "PATH";
-    ck.help = "fine-tuned checkpoint: .pt, HF folder, .safetensors, or PEFT adapter folder";
-    OptionSpec prompts;
-    prompts.name = "prompts";
-    prompts.type = OptionType::Path;
-    prompts.value_name = "FILE";
-    prompts.help = "JSON array or JSONL of strings or {instruction, response} rows (default: a built-in set)";
-    OptionSpec reduce;
-    reduce.name = "reduce";
-    reduce.choices = {"last", "mean"};
-    reduce.help = "token reduction: last real token (LLM default) or mask-weighted token mean (embedding models always)";
-    OptionSpec batch;
-    batch.name = "batch-size";
-    batch.type = OptionType::Int;
-    batch.default_value = "8";
-    batch.value_name = "N";
-    batch.help = "prompts per forward pass";
-    s.options = {ck, prompts, reduce, batch};
+    s.options = {
+        required_option("checkpoint", OptionType::Path, "PATH",
+                        "fine-tuned checkpoint: .pt, HF folder, .safetensors, or PEFT adapter folder"),
+        make_option("prompts", OptionType::Path, "FILE",
+                    "JSON array or JSONL of strings or {instruction, response} rows (default: a built-in set)"),
+        choice_option("reduce", {"last", "mean"},
+                      "token reduction: last real token (LLM default) or mask-weighted token mean (embedding models "
+                      "always)"),
+        make_option("batch-size", OptionType::Int, "N", "prompts per forward pass", "8"),
+    };
     return s;
   }
 

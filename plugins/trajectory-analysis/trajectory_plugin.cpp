@@ -30,34 +30,19 @@ class TrajectoryAnalyzer {
         "step: total ‖ΔW‖_F, relative change, per-layer ‖ΔW‖_F, stable-rank summary and the matrices that moved "
         "most, with per-layer and per-kind series ready to plot. Give --checkpoints or --dir. A checkpoint that "
         "cannot be read becomes a row with its error; the others still complete (exit 1).";
-    OptionSpec ck;
-    ck.name = "checkpoints";
-    ck.type = OptionType::StringList;
-    ck.value_name = "GLOB";
-    ck.help = "checkpoint files or folders matching a shell-style pattern (* ? [...] and ** across folders; quote it), "
-              "or several patterns or paths";
-    OptionSpec dir;
-    dir.name = "dir";
-    dir.type = OptionType::Path;
-    dir.value_name = "DIR";
-    dir.help = "folder scanned recursively for *.pt files, HF checkpoint folders (checkpoint-500/) and PEFT adapter folders";
-    OptionSpec tol;
-    tol.name = "spectral-tol";
-    tol.type = OptionType::Float;
-    tol.default_value = "1e-3";
-    tol.value_name = "REL";
-    tol.help = "relative tolerance of the iterative spectral norm behind each stable rank (certified bound)";
-    OptionSpec no_spectra;
-    no_spectra.name = "no-spectra";
-    no_spectra.type = OptionType::Bool;
-    no_spectra.help = "skip spectral norms of full checkpoints (no stable ranks; LoRA adapters keep theirs)";
-    OptionSpec top;
-    top.name = "top";
-    top.type = OptionType::Int;
-    top.default_value = "5";
-    top.value_name = "N";
-    top.help = "matrices listed per checkpoint as the ones that moved most (by relative change)";
-    s.options = {ck, dir, tol, no_spectra, top};
+    s.options = {
+        make_option("checkpoints", OptionType::StringList, "GLOB",
+                    "checkpoint files or folders matching a shell-style pattern (* ? [...] and ** across folders; "
+                    "quote it), or several patterns or paths"),
+        make_option("dir", OptionType::Path, "DIR",
+                    "folder scanned recursively for *.pt files, HF checkpoint folders (checkpoint-500/) and PEFT "
+                    "adapter folders"),
+        make_option("spectral-tol", OptionType::Float, "REL",
+                    "relative tolerance of the iterative spectral norm behind each stable rank (certified bound)", "1e-3"),
+        flag_option("no-spectra", "skip spectral norms of full checkpoints (no stable ranks; LoRA adapters keep theirs)"),
+        make_option("top", OptionType::Int, "N",
+                    "matrices listed per checkpoint as the ones that moved most (by relative change)", "5"),
+    };
     return s;
   }
 

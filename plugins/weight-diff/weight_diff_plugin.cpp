@@ -39,23 +39,15 @@ class WeightDiffAnalyzer {
         "Compare a fine-tuned checkpoint (merged .pt, Hugging Face folder, safetensors file or LoRA adapter) "
         "with the session's base model: per layer and matrix, ‖W‖_F, ‖ΔW‖_F, relative change, stable rank "
         "of ΔW and max |Δ|.";
-    OptionSpec ck;
-    ck.name = "checkpoint";
-    ck.type = OptionType::Path;
-    ck.required = true;
-    ck.value_name = "PATH";
-    ck.help = "fine-tuned checkpoint: .pt {step, state_dict}, HF save_pretrained folder, .safetensors, or PEFT adapter folder";
-    OptionSpec tol;
-    tol.name = "spectral-tol";
-    tol.type = OptionType::Float;
-    tol.default_value = "1e-3";
-    tol.value_name = "REL";
-    tol.help = "relative tolerance of the iterative spectral norm (certified bound)";
-    OptionSpec keep;
-    keep.name = "keep-going";
-    keep.type = OptionType::Bool;
-    keep.help = "list shape mismatches and NaN/Inf tensors in the result instead of failing (exit 1) on them";
-    s.options = {ck, tol, keep};
+    s.options = {
+        required_option("checkpoint", OptionType::Path, "PATH",
+                        "fine-tuned checkpoint: .pt {step, state_dict}, HF save_pretrained folder, .safetensors, or "
+                        "PEFT adapter folder"),
+        make_option("spectral-tol", OptionType::Float, "REL",
+                    "relative tolerance of the iterative spectral norm (certified bound)", "1e-3"),
+        flag_option("keep-going",
+                    "list shape mismatches and NaN/Inf tensors in the result instead of failing (exit 1) on them"),
+    };
     return s;
   }
 

@@ -38,7 +38,8 @@ at::Tensor last_logprobs(LoadedModel& model, const std::vector<std::vector<int64
 
 }  // namespace
 
-ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int64_t pad_id, int n_new, std::size_t batch_size) {
+ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int64_t pad_id, int n_new, std::size_t batch_size,
+                        int64_t eos_id) {
   ProbeOutput out;
   const std::size_t n = prompts.ids.size();
   std::vector<at::Tensor> firsts;
@@ -46,15 +47,19 @@ ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int64_t pa
   for (std::size_t start = 0; start < n; start += batch_size) {
     const std::size_t end = std::min(n, start + batch_size);
     std::vector<std::vector<int64_t>> seqs(prompts.ids.begin() + static_cast<long>(start), prompts.ids.begin() + static_cast<long>(end));
+    std::vector<bool> done(seqs.size(), false);
     for (int step = 0; step <= n_new; ++step) {
+      if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;  // every continuation ended
       at::Tensor lp = last_logprobs(model, seqs, pad_id);
       if (step == 0) firsts.push_back(lp);
       if (step == n_new) break;
       at::Tensor next = lp.argmax(-1);
       for (std::size_t i = 0; i < seqs.size(); ++i) {
+        if (done[i]) continue;  // still in the batch, padded on; its continuation ended
         const int64_t tok = next[static_cast<int64_t>(i)].item<int64_t>();
         seqs[i].push_back(tok);
         out.greedy[start + i].push_back(tok);
+        done[i] = tok == eos_id;
       }
     }
   }

@@ -10,6 +10,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -202,51 +204,173 @@ TEST(MergeCliThresholds, FileAndFlagsOverrideDefaults) {
   EXPECT_NE(r.err.find("--intruder-cos"), std::string::npos) << r.err;
 }
 
-TEST(MergeCliBehavioral, PromptsSayTheVerdictIsWeightOnly) {
+// The LLM fixture of make_llm_goldens.py with a one-token-per-byte tokenizer, so that text prompts
+// are exactly the golden token ids (make_behavior_goldens.py's float64 greedy decoding).
+class MergeCliBehavioral : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cli.env = kPassiveWait;
+    std::filesystem::copy(aquin::test::data_dir() / "llm/llama3-gqa", dir / "base");
+    aquin::test::write_bytes(dir / "base/tokenizer.json", aquin::test::byte_tokenizer_json(128));
+    start(cli, (dir / "base").string());
+    golden = aquin::json::parse(aquin::read_text_file(aquin::test::data_dir() / "llm/golden/behavior.json"), "behavior.json");
+    std::string arr = "[";
+    for (const auto& p : golden["prompts"].GetArray()) {
+      std::string text;
+      for (const auto& id : p["ids"].GetArray()) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", id.GetInt());
+        text += buf;
+      }
+      arr += (arr.size() > 1 ? ", \"" : "\"") + text + "\"";
+    }
+    aquin::test::write_bytes(dir / "probes.json", arr + "]\n");
+  }
+  std::string run_args(const std::string& ck) const {
+    return "merge-analysis --checkpoint " + ck + " --prompts " + quoted(dir / "probes.json") + " --new-tokens " +
+           std::to_string(golden["new_tokens"].GetInt());
+  }
   Cli cli;
-  cli.env = kPassiveWait;
-  start(cli);
   aquin::test::TempDir dir;
-  aquin::test::write_bytes(dir / "prompts.txt", "Hello\nWhat is 2+2?\n");
-  const std::string want =
-      "behavioural scores need the model-running adapters, not available in this build; verdict is weight-only";
-  auto r = cli.run("merge-analysis --checkpoint " + adapter("lora-healthy") + " --prompts " + quoted(dir / "prompts.txt") +
-                   " --output json");
+  rapidjson::Document golden;
+};
+
+std::vector<int64_t> ids_of(const rapidjson::Value& v) {
+  std::vector<int64_t> out;
+  for (const auto& x : v.GetArray()) out.push_back(x.GetInt64());
+  return out;
+}
+
+// The base laid over itself: every score is exact, the verdict rests on weights and behaviour.
+TEST_F(MergeCliBehavioral, IdenticalModelsScoreZero) {
+  auto r = cli.run(run_args((dir / "base").string()) + " --output json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = parse(r.out);
+  EXPECT_TRUE(doc["behavioral"].GetBool());
+  EXPECT_EQ(doc["verdict_basis"].GetString(), std::string("weights+behavior"));
+  EXPECT_EQ(doc["mergeVerdict"].GetString(), std::string("pass"));
+  const auto& s = doc["behavioral_scores"]["summary"];
+  EXPECT_EQ(s["mean_kl"].GetDouble(), 0.0);
+  EXPECT_EQ(s["top1_agreement"].GetDouble(), 1.0);
+  EXPECT_EQ(s["mean_edit_fraction"].GetDouble(), 0.0);
+  EXPECT_EQ(doc["signals"]["behavior"]["evaluated"].GetInt(), 2);
+  EXPECT_EQ(doc["warnings"].Size(), 0u);
+  const auto& rows = doc["behavioral_scores"]["per_prompt"];
+  ASSERT_EQ(rows.Size(), 2u);
+  for (rapidjson::SizeType i = 0; i < 2; ++i) {
+    EXPECT_EQ(ids_of(rows[i]["base_continuation_ids"]), ids_of(golden["prompts"][i]["base_greedy"]));
+    EXPECT_EQ(rows[i]["tokens"].GetInt(), static_cast<int>(golden["prompts"][i]["ids"].Size()));
+  }
+}
+
+// The LoRA adapter: scores match the float64 reference, and the default thresholds fail it
+// (mean KL 1.04 nats > 1.0, top-1 agreement 0 < 0.3; continuations all differ: > 0.9 warns).
+TEST_F(MergeCliBehavioral, LoraScoresMatchGoldenAndFeedTheVerdict) {
+  const std::string lora = (aquin::test::data_dir() / "llm/llama3-gqa-lora").string();
+  auto r = cli.run(run_args(lora) + " --output json");
+  ASSERT_EQ(r.code, 2) << r.err;
+  auto doc = parse(r.out);
+  EXPECT_EQ(doc["mergeVerdict"].GetString(), std::string("fail"));
+  const auto& rows = doc["behavioral_scores"]["per_prompt"];
+  ASSERT_EQ(rows.Size(), golden["prompts"].Size());
+  double mean_kl = 0;
+  for (rapidjson::SizeType i = 0; i < rows.Size(); ++i) {
+    const auto& g = golden["prompts"][i];
+    EXPECT_NEAR(rows[i]["kl"].GetDouble(), g["kl"].GetDouble(), 1e-4 * g["kl"].GetDouble()) << i;
+    EXPECT_EQ(rows[i]["top1_agree"].GetBool(), g["top1_agree"].GetBool()) << i;
+    EXPECT_EQ(ids_of(rows[i]["base_continuation_ids"]), ids_of(g["base_greedy"])) << i;
+    EXPECT_EQ(ids_of(rows[i]["ft_continuation_ids"]), ids_of(g["lora_greedy"])) << i;
+    EXPECT_EQ(rows[i]["edit_distance"].GetInt(), g["edit_distance"].GetInt()) << i;
+    mean_kl += g["kl"].GetDouble() / rows.Size();
+  }
+  EXPECT_NEAR(doc["behavioral_scores"]["summary"]["mean_kl"].GetDouble(), mean_kl, 1e-4 * mean_kl);
+  std::map<std::string, const rapidjson::Value*> by_signal;
+  for (const auto& x : doc["reasons"].GetArray()) by_signal[x["signal"].GetString()] = &x;
+  ASSERT_TRUE(by_signal.count("behavior_kl"));
+  EXPECT_EQ((*by_signal["behavior_kl"])["severity"].GetString(), std::string("fail"));
+  EXPECT_EQ((*by_signal["behavior_kl"])["threshold"].GetDouble(), 1.0);
+  EXPECT_NEAR((*by_signal["behavior_kl"])["value"].GetDouble(), mean_kl, 1e-4 * mean_kl);
+  ASSERT_TRUE(by_signal.count("behavior_top1"));
+  EXPECT_EQ((*by_signal["behavior_top1"])["severity"].GetString(), std::string("fail"));
+  EXPECT_EQ((*by_signal["behavior_top1"])["value"].GetDouble(), 0.0);
+  ASSERT_TRUE(by_signal.count("behavior_greedy_edit"));
+  EXPECT_EQ((*by_signal["behavior_greedy_edit"])["severity"].GetString(), std::string("warn"));
+  EXPECT_EQ(doc["thresholds"]["behavior_kl_fail"].GetDouble(), 1.0);
+
+  // Laxer behavioural thresholds from a file: no behavioural reason is left.
+  aquin::test::write_bytes(dir / "lax.json",
+                           R"({"behavior_kl_warn": 2, "behavior_kl_fail": 5, "behavior_top1_warn": 0,
+                               "behavior_top1_fail": 0, "behavior_edit_warn": 1})");
+  r = cli.run(run_args(lora) + " --thresholds " + quoted(dir / "lax.json") + " --output json");
+  ASSERT_TRUE(r.code == 0 || r.code == 2) << r.err;
+  doc = parse(r.out);
+  for (const auto& x : doc["reasons"].GetArray())
+    EXPECT_EQ(std::string(x["signal"].GetString()).rfind("behavior", 0), std::string::npos) << x["signal"].GetString();
+  EXPECT_EQ(doc["thresholds_source"]["behavior_kl_fail"].GetString(), std::string("file"));
+
+  // The terminal names the verdict's basis and shows the probes.
+  r = cli.run(run_args(lora));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("weights and behaviour"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Behaviour on 2 probe prompts"), std::string::npos) << r.out;
+}
+
+TEST_F(MergeCliBehavioral, OptOutAndBadInput) {
+  // --no-behavioral: the probes do not run and nothing is said about them.
+  auto r = cli.run(run_args((dir / "base").string()) + " --no-behavioral --output json");
   ASSERT_EQ(r.code, 0) << r.err;
   auto doc = parse(r.out);
   EXPECT_FALSE(doc["behavioral"].GetBool());
-  EXPECT_TRUE(doc["behavioral_requested"].GetBool());
-  EXPECT_EQ(doc["verdict_basis"].GetString(), std::string("weights"));
-  ASSERT_EQ(doc["warnings"].Size(), 1u);
-  EXPECT_EQ(doc["warnings"][0].GetString(), want);
-  // In the terminal too.
-  r = cli.run("merge-analysis --checkpoint " + adapter("lora-healthy") + " --prompts " + quoted(dir / "prompts.txt"));
-  EXPECT_NE(r.out.find(want), std::string::npos) << r.out;
-  // --no-behavioral: asked for weights only, so nothing to warn about.
-  r = cli.run("merge-analysis --checkpoint " + adapter("lora-healthy") + " --prompts " + quoted(dir / "prompts.txt") +
-              " --no-behavioral --output json");
-  doc = parse(r.out);
-  EXPECT_EQ(doc["warnings"].Size(), 0u);
   EXPECT_FALSE(doc["behavioral_requested"].GetBool());
-  // A prompts file that is not there is an input error.
-  r = cli.run("merge-analysis --checkpoint " + adapter("lora-healthy") + " --prompts " + quoted(dir / "nope.txt"));
+  EXPECT_TRUE(doc["behavioral_scores"].IsNull());
+  EXPECT_EQ(doc["verdict_basis"].GetString(), std::string("weights"));
+  EXPECT_EQ(doc["warnings"].Size(), 0u);
+  // A prompts file that is not there, or is malformed, is an input error before any work.
+  r = cli.run("merge-analysis --checkpoint " + (dir / "base").string() + " --prompts " + quoted(dir / "nope.txt"));
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("nope.txt: no such file"), std::string::npos) << r.err;
+  aquin::test::write_bytes(dir / "bad.jsonl", "\"fine\"\n{\"text\": 3}\n");
+  r = cli.run("merge-analysis --checkpoint " + (dir / "base").string() + " --prompts " + quoted(dir / "bad.jsonl"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("bad.jsonl: line 2"), std::string::npos) << r.err;
+  EXPECT_EQ(aquin::test::count_lines(r.err), 1) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  r = cli.run(run_args((dir / "base").string()) + " --new-tokens 0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--new-tokens"), std::string::npos) << r.err;
+  // Inconsistent behavioural thresholds are a usage error.
+  r = cli.run(run_args((dir / "base").string()) + " --behavior-kl-warn 2 --behavior-kl-fail 1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("behavior_kl_fail"), std::string::npos) << r.err;
 }
 
-TEST(MergeCliBehavioral, EmbeddingModelsGetAWeightOnlyVerdict) {
+// The agent tool runs the same probes and prints the same document as the CLI.
+TEST_F(MergeCliBehavioral, ToolMatchesCli) {
+  const std::string lora = (aquin::test::data_dir() / "llm/llama3-gqa-lora").string();
+  auto cli_out = cli.run(run_args(lora) + " --output json");
+  auto tool = cli.run("tool run_merge_analysis --input '{\"checkpoint\": \"" + lora + "\", \"prompts\": \"" +
+                      (dir / "probes.json").string() + "\", \"new_tokens\": 4}'");
+  EXPECT_EQ(tool.code, 2) << tool.err;
+  auto a = parse(cli_out.out), b = parse(tool.out);
+  EXPECT_EQ(aquin::json::to_text(a["behavioral_scores"]), aquin::json::to_text(b["behavioral_scores"]));
+  EXPECT_EQ(aquin::json::to_text(a["reasons"]), aquin::json::to_text(b["reasons"]));
+}
+
+TEST(MergeCliEmbedding, BehavioralAsksGetAWeightOnlyVerdict) {
   Cli cli;
   cli.env = kPassiveWait;
   start(cli, (aquin::test::data_dir() / "models/tiny-bert").string());
   aquin::test::TempDir dir;
-  aquin::test::write_bytes(dir / "p.txt", "query: hello\n");
+  aquin::test::write_bytes(dir / "p.jsonl", "\"query: hello\"\n");
   auto r = cli.run("merge-analysis --checkpoint " + (aquin::test::data_dir() / "ckpt/bert-ft").string() + " --prompts " +
-                   quoted(dir / "p.txt") + " --output json");
+                   quoted(dir / "p.jsonl") + " --output json");
   ASSERT_TRUE(r.code == 0 || r.code == 2) << r.err;
   auto doc = parse(r.out);
   EXPECT_EQ(doc["base"]["kind"].GetString(), std::string("embedding"));
   EXPECT_EQ(doc["verdict_basis"].GetString(), std::string("weights"));
   EXPECT_FALSE(doc["behavioral"].GetBool());
+  ASSERT_EQ(doc["warnings"].Size(), 1u);
+  EXPECT_NE(std::string(doc["warnings"][0].GetString()).find("apply to LLMs"), std::string::npos);
   // Two layers are too few peers for a robust score: said, not silently skipped.
   EXPECT_EQ(doc["signals"]["relative_change_outlier"]["evaluated"].GetInt(), 0);
   EXPECT_GT(doc["signals"]["relative_change_outlier"]["notes"].Size(), 0u);

@@ -37,39 +37,6 @@ std::string prompt_error(const std::string& content) {
   return "";
 }
 
-// GPT-2's byte -> printable character map, for a byte-level tokenizer.json over the first
-// `vocab` byte values (no merges: one token per byte).
-std::string byte_tokenizer_json(int vocab) {
-  std::vector<int> printable;
-  for (int b = '!'; b <= '~'; ++b) printable.push_back(b);
-  for (int b = 0xA1; b <= 0xAC; ++b) printable.push_back(b);
-  for (int b = 0xAE; b <= 0xFF; ++b) printable.push_back(b);
-  auto utf8 = [](int cp) {
-    std::string s;
-    if (cp < 0x80) s += static_cast<char>(cp);
-    else {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    return s;
-  };
-  std::string vocab_json;
-  int extra = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool p = std::find(printable.begin(), printable.end(), b) != printable.end();
-    const int cp = p ? b : 256 + extra++;
-    if (b >= vocab) continue;
-    std::string key = utf8(cp);
-    if (key == "\"" || key == "\\") key = "\\" + key;
-    vocab_json += (vocab_json.empty() ? "" : ",") + std::string("\"") + key + "\":" + std::to_string(b);
-  }
-  return R"({"version":"1.0","added_tokens":[],"normalizer":null,)"
-         R"("pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false},)"
-         R"("post_processor":null,"decoder":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false},)"
-         R"("model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":null,"end_of_word_suffix":null,)"
-         R"("fuse_unk":false,"byte_fallback":false,"vocab":{)" +
-         vocab_json + R"(},"merges":[]}})";
-}
 
 const host::PluginRegistry& registry() {
   static auto* reg = [] {
@@ -166,7 +133,7 @@ TEST(ResidualDriftCli, EndToEndZeroDriftAndExport) {
   aquin::test::Cli cli;
   TempDir m;
   std::filesystem::copy(data_dir() / "llm/llama3-gqa", m.path() / "base");
-  aquin::test::write_bytes(m / "base/tokenizer.json", byte_tokenizer_json(128));
+  aquin::test::write_bytes(m / "base/tokenizer.json", aquin::test::byte_tokenizer_json(128));
   aquin::test::write_bytes(m / "prompts.jsonl", "\"Hello there\"\n{\"instruction\": \"Add 2 and 2.\", \"response\": \"4\"}\n");
   ASSERT_EQ(cli.run("session start --id rd --model " + (m / "base").string()).code, 0);
   // The base laid over itself: no drift at all.
@@ -199,33 +166,59 @@ TEST(ResidualDriftCli, EndToEndZeroDriftAndExport) {
   EXPECT_NE(r.err.find("bad.jsonl: line 2: empty prompt"), std::string::npos) << r.err;
 }
 
-TEST(Behavior, KlAndTop1MatchGoldenLogits) {
+// Against two independent references: the golden logits of make_llm_goldens.py (KL, top-1) and
+// make_behavior_goldens.py's float64 greedy decoding, each prompt alone (continuations, edit
+// distances). The goldens' smallest top-2 logit gap is 0.015, far above fp32 noise, so a greedy
+// token that differs is a real error, not a tie.
+TEST(Behavior, KlTop1AndGreedyMatchGoldens) {
   const auto llm = data_dir() / "llm";
   auto gb = open_safetensors(llm / "golden/llama3-gqa.safetensors");
   auto gl = open_safetensors(llm / "golden/llama3-gqa-lora.safetensors");
+  const auto greedy = json::parse(read_text_file(llm / "golden/behavior.json"), "behavior.json");
+  const int n_new = greedy["new_tokens"].GetInt();
   Tokenized prompts = golden_prompts(*gb);
   Checkpoint lora = open_checkpoint(llm / "llama3-gqa-lora");
-  ProbeOutput pb = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, 0, 3);
-  ProbeOutput pl = probe_model(*load(llm / "llama3-gqa", &lora), prompts, 0, 3, /*batch_size=*/1);
+  ProbeOutput pb = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, 0, n_new);
+  ProbeOutput pl = probe_model(*load(llm / "llama3-gqa", &lora), prompts, 0, n_new, /*batch_size=*/1);
   auto beh = compare_behavior(pb, pl);
   ASSERT_EQ(beh.size(), prompts.ids.size());
+  ASSERT_EQ(greedy["prompts"].Size(), prompts.ids.size());
+  auto ids = [](const rapidjson::Value& v) {
+    std::vector<int64_t> out;
+    for (const auto& x : v.GetArray()) out.push_back(x.GetInt64());
+    return out;
+  };
   at::Tensor mask = gb->load("attention_mask");
   for (std::size_t i = 0; i < beh.size(); ++i) {
+    const auto& g = greedy["prompts"][static_cast<rapidjson::SizeType>(i)];
+    ASSERT_EQ(ids(g["ids"]), prompts.ids[i]);
     const int64_t last = mask[static_cast<int64_t>(i)].sum().item<int64_t>() - 1;
     at::Tensor lb = at::log_softmax(gb->load("logits")[static_cast<int64_t>(i)][last].to(at::kDouble), -1);
     at::Tensor ll = at::log_softmax(gl->load("logits")[static_cast<int64_t>(i)][last].to(at::kDouble), -1);
     const double kl = (lb.exp() * (lb - ll)).sum().item<double>();
     EXPECT_NEAR(beh[i].kl, kl, 1e-4 * std::max(kl, 1e-3)) << "prompt " << i;
+    EXPECT_NEAR(beh[i].kl, g["kl"].GetDouble(), 1e-4 * g["kl"].GetDouble()) << "prompt " << i;
     EXPECT_EQ(beh[i].top1_agree, lb.argmax().item<int64_t>() == ll.argmax().item<int64_t>());
-    ASSERT_EQ(pb.greedy[i].size(), 3u);
-    EXPECT_EQ(pb.greedy[i][0], lb.argmax().item<int64_t>());
-    EXPECT_EQ(beh[i].edit_distance, token_edit_distance(pb.greedy[i], pl.greedy[i]));
+    EXPECT_EQ(beh[i].top1_agree, g["top1_agree"].GetBool());
+    EXPECT_EQ(pb.greedy[i], ids(g["base_greedy"])) << "prompt " << i;
+    EXPECT_EQ(pl.greedy[i], ids(g["lora_greedy"])) << "prompt " << i;
+    EXPECT_EQ(beh[i].edit_distance, g["edit_distance"].GetInt());
   }
   auto same = compare_behavior(pb, pb);
   for (const auto& b : same) {
     EXPECT_EQ(b.kl, 0.0);
     EXPECT_TRUE(b.top1_agree);
     EXPECT_EQ(b.edit_distance, 0);
+  }
+  // A continuation ends at the end-of-sequence token (kept), as Hugging Face's generate does:
+  // declare the base's first greedy token of prompt 0 to be EOS.
+  const int64_t eos = pb.greedy[0][0];
+  ProbeOutput stopped = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, 0, n_new, 8, eos);
+  EXPECT_EQ(stopped.greedy[0], std::vector<int64_t>{eos});
+  for (std::size_t i = 1; i < prompts.ids.size(); ++i) {
+    const auto& full = pb.greedy[i];
+    auto end = std::find(full.begin(), full.end(), eos);
+    EXPECT_EQ(stopped.greedy[i], std::vector<int64_t>(full.begin(), end == full.end() ? end : end + 1));
   }
 }
 

@@ -31,6 +31,38 @@ struct OptionSpec {
   bool cli_only = false;                      ///< not part of the agent tool (e.g. --output)
 };
 
+/// An option in one expression, e.g. make_option("top", OptionType::Int, "N", "matrices listed", "5").
+inline OptionSpec make_option(std::string name, OptionType type, std::string value_name, std::string help,
+                              std::optional<std::string> default_value = std::nullopt) {
+  OptionSpec o;
+  o.name = std::move(name);
+  o.type = type;
+  o.value_name = std::move(value_name);
+  o.help = std::move(help);
+  o.default_value = std::move(default_value);
+  return o;
+}
+
+/// A required option (no default).
+inline OptionSpec required_option(std::string name, OptionType type, std::string value_name, std::string help) {
+  OptionSpec o = make_option(std::move(name), type, std::move(value_name), std::move(help));
+  o.required = true;
+  return o;
+}
+
+/// A boolean flag (false when absent).
+inline OptionSpec flag_option(std::string name, std::string help) {
+  return make_option(std::move(name), OptionType::Bool, "", std::move(help));
+}
+
+/// A string option restricted to `choices`.
+inline OptionSpec choice_option(std::string name, std::vector<std::string> choices, std::string help,
+                                std::optional<std::string> default_value = std::nullopt) {
+  OptionSpec o = make_option(std::move(name), OptionType::String, "", std::move(help), std::move(default_value));
+  o.choices = std::move(choices);
+  return o;
+}
+
 using OptionValue = std::variant<std::monostate, std::string, int64_t, double, bool, std::vector<std::string>>;
 
 /// Typed, validated option values. Accessors throw UsageError when a required value is absent.
