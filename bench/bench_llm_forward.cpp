@@ -12,6 +12,8 @@
 //
 //   bench_llm_forward [--layers 16] [--dir DIR] [--repeats 4] [--no-reference]
 //   bench_llm_forward --child MODEL_DIR [ADAPTER_DIR]     (one forward; used for the RSS figures)
+#include "bench_util.hpp"
+
 #include "models.hpp"
 #include "registry.hpp"
 
@@ -35,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -44,6 +47,8 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using aquin::bench::Measured;
+using aquin::bench::measure;
 using namespace aquin;
 
 namespace {
@@ -193,29 +198,7 @@ double forward_flops(const Shape& s, int64_t layers, bool logits) {
   return f;
 }
 
-struct Measured {
-  double seconds = 0;
-  double peak_rss_mb = 0;
-  int code = -1;
-};
 
-// Runs a shell command in a child, returning wall time and the child's peak RSS.
-Measured measure(const std::string& cmd) {
-  auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  Measured m;
-  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.peak_rss_mb = ru.ru_maxrss / 1024.0;
-  m.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return m;
-}
 
 // The PyTorch reference as a child we talk to line by line (reference_llm_forward.py --serve), so
 // its forwards can be interleaved with ours: on a shared machine the load changes by the minute,
@@ -298,6 +281,13 @@ int child(const fs::path& model, const std::optional<fs::path>& adapter) {
   if (adapter) ck.emplace(open_checkpoint(*adapter));
   auto m = load_model(model, ck ? &*ck : nullptr);
   timed_forward(*m, full_request(bench_ids(s)));
+  // This process's own high-water mark. Not the parent's wait4 figure: a forked child's maxrss
+  // starts at the RSS it shared with the parent before exec (measured: 1103 MB reported for a child
+  // whose own peak was 662 MB, after the parent had run its forwards).
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) std::printf("%s\n", line.c_str());
   return 0;
 }
 
@@ -421,11 +411,19 @@ int main(int argc, char** argv) {
 
     // Peak RSS of one load + forward, base alone vs with the LoRA adapter, each in a fresh process.
     const std::string self = fs::canonical("/proc/self/exe").string();
-    Measured rb = measure("'" + self + "' --child '" + base.string() + "'");
-    Measured rl = measure("'" + self + "' --child '" + base.string() + "' '" + lora.string() + "'");
-    if (rb.code != 0 || rl.code != 0) throw std::runtime_error("child forward failed");
+    const fs::path rss_file = dir / "child_rss.txt";
+    auto child_peak_mb = [&](const std::string& args) {
+      Measured m = measure("'" + self + "' --child " + args + " > '" + rss_file.string() + "'");
+      if (m.code != 0) throw std::runtime_error("child forward failed");
+      const std::string text = read_text_file(rss_file);
+      long long kb = 0;
+      if (std::sscanf(text.c_str(), "VmHWM: %lld kB", &kb) != 1) throw std::runtime_error("child printed no VmHWM");
+      return static_cast<double>(kb) / 1024.0;
+    };
+    const double rb = child_peak_mb("'" + base.string() + "'");
+    const double rl = child_peak_mb("'" + base.string() + "' '" + lora.string() + "'");
     std::printf("peak RSS, load + one forward:    base %.0f MB, with LoRA r16 on every linear %.0f MB = %.2fx (target <= 1.2x)\n",
-                rb.peak_rss_mb, rl.peak_rss_mb, rl.peak_rss_mb / rb.peak_rss_mb);
+                rb, rl, rl / rb);
   } catch (const std::exception& e) {
     std::cerr << "bench_llm_forward: " << e.what() << "\n";
     return 1;

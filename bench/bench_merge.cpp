@@ -9,6 +9,8 @@
 // from module to module, at a few percent of each weight's norm. Its expected verdict is pass.
 //
 //   bench_merge [--layers 16] [--rank 16] [--dir DIR] [--threads N]
+#include "bench_util.hpp"
+
 #include <aquin/sdk/atomic_file.hpp>
 #include <aquin/sdk/json.hpp>
 #include <aquin/sdk/safetensors.hpp>
@@ -31,6 +33,8 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using aquin::bench::Measured;
+using aquin::bench::measure;
 
 namespace {
 
@@ -126,12 +130,6 @@ void generate(const fs::path& dir, const Shape& s) {
   }
 }
 
-struct Measured {
-  double seconds = 0;
-  double cpu_seconds = 0;  // user + system: what the run cost whatever else the machine was doing
-  double peak_rss_mb = 0;
-  int code = -1;
-};
 
 // The 1-minute load average: on a shared machine a wall time means little without it.
 std::string load_average() {
@@ -139,24 +137,7 @@ std::string load_average() {
   return s.substr(0, s.find(' '));
 }
 
-Measured measure(const std::string& cmd) {
-  auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  Measured m;
-  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.peak_rss_mb = ru.ru_maxrss / 1024.0;
-  m.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-  m.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return m;
-}
+
 
 }  // namespace
 
@@ -175,9 +156,16 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  at::set_num_threads(threads);
   dir /= "L" + std::to_string(s.layers);
-  generate(dir, s);
+  // In a child, so that this process stays small (bench_util.hpp).
+  if (!aquin::bench::run_in_child([&] {
+        at::set_num_threads(threads);
+        generate(dir, s);
+      })) {
+    std::cerr << "generating the models failed\n";
+    return 1;
+  }
+  at::set_num_threads(threads);
   const fs::path lora = dir / ("lora-r" + std::to_string(s.rank));
   // Warm the page cache so the figure is the analysis, not the disk.
   std::system(("cat '" + (dir / "base/model.safetensors").string() + "' '" + (lora / "adapter_model.safetensors").string() +

@@ -14,6 +14,8 @@
 // start-up, plugin loading and the base model's norms; the fixed part of a trajectory run,
 // T(1) - per-checkpoint, estimates it, so the comparison is also printed without it. Each figure is
 // the fastest of --repeat runs: on a shared machine the slowest say more about the neighbours.
+#include "bench_util.hpp"
+
 #include <aquin/sdk/atomic_file.hpp>
 #include <aquin/sdk/json.hpp>
 #include <aquin/sdk/safetensors.hpp>
@@ -36,6 +38,8 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using aquin::bench::Measured;
+using aquin::bench::measure;
 
 namespace {
 
@@ -106,32 +110,7 @@ void generate(const fs::path& dir, const Shape& s, int n) {
   }
 }
 
-struct Measured {
-  double seconds = 0;      // wall
-  double cpu_seconds = 0;  // user + system of the child and its children
-  double peak_rss_mb = 0;
-  int code = -1;
-};
 
-// Runs a shell command in a child, returning wall and CPU time and the child's peak RSS.
-Measured measure(const std::string& cmd) {
-  auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  Measured m;
-  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.peak_rss_mb = ru.ru_maxrss / 1024.0;
-  m.cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-  m.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return m;
-}
 
 // The fastest of `repeat` runs of `cmd` (by CPU time), with the largest peak RSS seen; exits when a
 // run fails.
@@ -182,17 +161,12 @@ int main(int argc, char** argv) {
   // Generate in a child: a child's ru_maxrss starts from its parent's RSS at fork (Linux carries the
   // forked copy's high-water mark across exec), so this process must stay small for the children's
   // peak RSS to be theirs. No torch call happens here before the fork, so OpenMP is not yet running.
-  if (pid_t pid = fork(); pid == 0) {
-    at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
-    generate(dir, s, n);
-    _exit(0);
-  } else {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      std::cerr << "generating the checkpoints failed\n";
-      return 1;
-    }
+  if (!aquin::bench::run_in_child([&] {
+        at::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+        generate(dir, s, n);
+      })) {
+    std::cerr << "generating the checkpoints failed\n";
+    return 1;
   }
   // Warm page cache for every run alike.
   std::system(("cat " + q(dir) + "/base/model.safetensors " + q(dir) + "/run/*/model.safetensors > /dev/null").c_str());

@@ -3,6 +3,8 @@
 // both agree on every stable rank.
 //
 //   bench_weight_diff [--layers 16] [--dir DIR] [--no-reference]
+#include "bench_util.hpp"
+
 #include <aquin/sdk/atomic_file.hpp>
 #include <aquin/sdk/json.hpp>
 #include <aquin/sdk/safetensors.hpp>
@@ -25,6 +27,8 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using aquin::bench::Measured;
+using aquin::bench::measure;
 
 namespace {
 
@@ -81,29 +85,7 @@ void generate(const fs::path& dir, const Shape& s) {
   aquin::write_safetensors(dir / "ft" / "model.safetensors", ft, {{"format", "pt"}});
 }
 
-struct Measured {
-  double seconds = 0;
-  double peak_rss_mb = 0;
-  int code = -1;
-};
 
-// Runs a shell command in a child, returning wall time and the child's peak RSS.
-Measured measure(const std::string& cmd) {
-  auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  Measured m;
-  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  m.peak_rss_mb = ru.ru_maxrss / 1024.0;
-  m.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return m;
-}
 
 void drop_page_cache_hint(const fs::path& dir) {
   // Read both files once so that both tools start from a warm page cache (fair and repeatable).
@@ -129,9 +111,16 @@ int main(int argc, char** argv) {
     }
   }
   const int threads = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(threads);
   dir /= "L" + std::to_string(s.layers);
-  generate(dir, s);
+  // In a child, so that this process stays small (bench_util.hpp).
+  if (!aquin::bench::run_in_child([&] {
+        at::set_num_threads(threads);
+        generate(dir, s);
+      })) {
+    std::cerr << "generating the models failed\n";
+    return 1;
+  }
+  at::set_num_threads(threads);
   drop_page_cache_hint(dir);
 
   const fs::path home = dir / "home";

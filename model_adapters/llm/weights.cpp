@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -203,6 +206,45 @@ void convert_into(const at::Tensor& src, at::Tensor dst) {
 
 }  // namespace
 
+void convert_rows_into(const std::vector<at::Tensor>& parts, const at::Tensor& dst) {
+  int64_t at_row = 0;
+  for (const auto& p : parts) {
+    convert_into(p, dst.narrow(0, at_row, p.size(0)));
+    at_row += p.size(0);
+  }
+}
+
+at::Tensor ConvertedCache::find(const void* source, int64_t part, c10::ScalarType dt) const {
+  auto it = kept_.find({source, part, static_cast<int>(dt)});
+  return it == kept_.end() ? at::Tensor() : it->second;
+}
+
+at::Tensor ConvertedCache::reserve(const void* source, int64_t part, c10::ScalarType dt,
+                                   const std::vector<int64_t>& shape) {
+  const int64_t bytes = c10::multiply_integers(shape) * static_cast<int64_t>(c10::elementSize(dt));
+  if (used_ + bytes > budget_) return at::Tensor();
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dt));
+  kept_[{source, part, static_cast<int>(dt)}] = t;
+  used_ += bytes;
+  return t;
+}
+
+int64_t converted_cache_budget() {
+  if (const char* env = std::getenv("AQUIN_WEIGHT_CACHE_MB")) {
+    char* end = nullptr;
+    const double mb = std::strtod(env, &end);
+    if (end != env && *end == '\0' && mb >= 0 && mb < 1e9) return static_cast<int64_t>(mb * 1048576.0);
+    throw InputError("AQUIN_WEIGHT_CACHE_MB", std::string("expected a number of MB, got '") + env + "'");
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  while (std::getline(meminfo, line)) {
+    long long kb = 0;
+    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kb) == 1) return static_cast<int64_t>(kb) * 1024 / 2;
+  }
+  return 0;  // unknown: keep nothing
+}
+
 at::Tensor Scratch::reserve(int64_t numel, c10::ScalarType dt) {
   if (!buffer_.defined() || buffer_.scalar_type() != dt || buffer_.numel() < numel)
     buffer_ = at::empty({numel}, at::TensorOptions().dtype(dt));
@@ -223,11 +265,7 @@ at::Tensor Scratch::stack_rows(const std::vector<at::Tensor>& parts, c10::Scalar
     numel += p.numel();
   }
   at::Tensor out = reserve(numel, dt).view({rows, parts.front().size(1)});
-  int64_t at_row = 0;
-  for (const auto& p : parts) {
-    convert_into(p, out.narrow(0, at_row, p.size(0)));
-    at_row += p.size(0);
-  }
+  convert_rows_into(parts, out);
   return out;
 }
 

@@ -8,10 +8,11 @@
 // aliases the file's memory map, and when that alias dies its pages leave the process's resident
 // set (the SDK's mapping deleter drops them; they stay in the page cache). fp32 weights computed
 // in fp32 are used in place; anything else is converted into one reusable buffer the size of the
-// largest group (134 MB fp32 for Llama-3.2-1B's gate+up). No fp32 copy of a bf16 model is kept.
-// Measured on a Llama-3.2-1B-shaped bf16 model, 8 x 64 tokens: peak RSS 636 MB for load + forward
-// (PyTorch with fp32 copies: 7.3 GB); the price is ~0.6 s per ~7.5 s forward for mapping the
-// pages again and widening bf16 to fp32, the whole gap to that PyTorch run on an idle machine.
+// largest group (134 MB fp32 for Llama-3.2-1B's gate+up) on a model's first forward, and from its
+// second forward on kept converted, within a budget (ConvertedCache), for the forwards after it.
+// Measured on a Llama-3.2-1B-shaped bf16 model, 8 x 64 tokens: peak RSS 655 MB for load + one
+// forward (PyTorch with fp32 copies: 7.3 GB); a forward converting its weights takes ~7.35 s, one
+// reading kept conversions ~6.9 s, level with that PyTorch run (bench_llm_forward).
 
 #pragma once
 
@@ -26,6 +27,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace aquin::llm {
@@ -85,6 +87,37 @@ class WeightSet {
   std::map<std::string, ParamSource> params_;
   std::map<std::string, LoraFactors> lora_;
 };
+
+/// Writes `parts` (matrices with one column count, any dtype) converted to dst's dtype into the
+/// rows of `dst`, one after the other.
+void convert_rows_into(const std::vector<at::Tensor>& parts, const at::Tensor& dst);
+
+/// Weights converted to the compute dtype, kept between forwards while they fit a byte budget, so
+/// a model that runs many forwards (batches of prompts, greedy steps) converts each weight once
+/// instead of once per forward. Why not always: a single forward gains nothing from keeping them,
+/// and an fp32 copy of a bf16 model is twice its size (4.9 GB for Llama-3.2-1B), so the caller
+/// starts filling the cache only from a model's second forward, and stops at the budget (the
+/// weights past it are converted per forward, as before).
+class ConvertedCache {
+ public:
+  /// `budget_bytes` <= 0 disables the cache.
+  explicit ConvertedCache(int64_t budget_bytes) : budget_(budget_bytes) {}
+  /// The kept conversion of (`source`, `part`) in `dt`, or an undefined tensor.
+  at::Tensor find(const void* source, int64_t part, c10::ScalarType dt) const;
+  /// Room for one more conversion under the budget, kept under (`source`, `part`, `dt`) for the
+  /// caller to fill before its first use; undefined when the budget is spent.
+  at::Tensor reserve(const void* source, int64_t part, c10::ScalarType dt, const std::vector<int64_t>& shape);
+  int64_t used_bytes() const { return used_; }
+
+ private:
+  std::map<std::tuple<const void*, int64_t, int>, at::Tensor> kept_;
+  int64_t budget_ = 0;
+  int64_t used_ = 0;
+};
+
+/// The converted-weight budget: $AQUIN_WEIGHT_CACHE_MB (a number of MB; 0 turns the cache off) when set, else half
+/// of the memory the kernel reports available (MemAvailable) when the model is loaded.
+int64_t converted_cache_budget();
 
 /// Converts weights into the compute dtype in one reusable buffer, so a forward allocates (and
 /// page-faults) that memory once instead of once per matrix.

@@ -206,6 +206,39 @@ TEST(LlmForward, Bf16ComputeStaysCloseToTheReference) {
                  "LoRA bf16");
 }
 
+// bf16-stored weights computed in fp32 are converted on every forward until the model's second
+// forward, which keeps the conversions (within $AQUIN_WEIGHT_CACHE_MB); later forwards read them.
+// Whatever the budget (none, part of the model, all of it), every forward gives the same bits.
+TEST(LlmForward, ConvertedWeightCacheChangesNoBit) {
+  const Golden g = golden("llama-tied");
+  Checkpoint ck = open_checkpoint(llm_dir() / "llama3-gqa-merged");
+  std::vector<Acts> first;
+  for (const char* budget : {"0", "0.05", "64"}) {
+    ::setenv("AQUIN_WEIGHT_CACHE_MB", budget, 1);
+    auto model = load(llm_dir() / "llama-tied");
+    for (int i = 0; i < 3; ++i) {
+      Acts got = run(*model, g.ids, g.mask, all_hooks(*model), true);
+      if (first.empty()) {
+        expect_matches(got, g, 1e-4, "llama-tied");
+        first.push_back(got);
+        continue;
+      }
+      for (const auto& [name, t] : first.front())
+        EXPECT_TRUE(at::equal(got.at(name), t)) << "budget " << budget << " MB, forward " << i + 1 << ": " << name;
+    }
+  }
+  // A bf16 merged checkpoint laid over an fp32 base: the overlaid weights are kept converted, the
+  // base's are used in place.
+  ::setenv("AQUIN_WEIGHT_CACHE_MB", "64", 1);
+  const Golden mg = golden("llama3-gqa-merged");
+  auto merged = load(llm_dir() / "llama3-gqa", &ck);
+  for (int i = 0; i < 3; ++i)
+    expect_matches(run(*merged, mg.ids, mg.mask, all_hooks(*merged), true), mg, 1e-4, "merged bf16 over fp32");
+  ::setenv("AQUIN_WEIGHT_CACHE_MB", "lots", 1);
+  EXPECT_THROW(load(llm_dir() / "llama-tied"), InputError);
+  ::unsetenv("AQUIN_WEIGHT_CACHE_MB");
+}
+
 TEST(LlmForward, OnlyRequestedHooksAreDeliveredWithTheirShapes) {
   auto model = load(llm_dir() / "llama3-gqa");
   const Golden g = golden("llama3-gqa");

@@ -384,6 +384,7 @@ class LlamaModel final : public LoadedModel {
     if (last < 0) return;
     const int64_t d = cfg_.info.d_model;
     gemm_threads_ = omp_get_max_threads();
+    filling_ = ++forwards_ >= 2;
     OmpThreads elementwise(elementwise_threads(b.b * b.t * d));
     auto emit = [&](int64_t stage, const std::string& name, const at::Tensor& x) {
       if (wanted[static_cast<std::size_t>(stage)]) sink(name, x.view({b.b, b.t, d}));
@@ -429,7 +430,7 @@ class LlamaModel final : public LoadedModel {
   // scratch buffer (or used in place from the memory map when it is stored in that dtype); the
   // LoRA term is computed in fp32, as PEFT does with fp32 adapter weights, then added.
   at::Tensor linear(const at::Tensor& x, const Linear& lin, c10::ScalarType dt) {
-    at::Tensor w = scratch_.convert(lin.weight->load(), dt);
+    at::Tensor w = compute_weight({lin.weight}, dt);
     at::Tensor y = gemm(x, w, lin.bias ? lin.bias->load().to(dt) : at::Tensor());
     add_lora(y, x, lin.lora);
     return y;
@@ -468,14 +469,14 @@ class LlamaModel final : public LoadedModel {
       for (const Linear* l : lins) out.push_back(linear(x, *l, dt));
       return out;
     }
-    std::vector<at::Tensor> parts, biases;
+    std::vector<const ParamSource*> sources;
+    std::vector<at::Tensor> biases;
     bool any_bias = false;
     for (const Linear* l : lins) {
-      parts.push_back(l->weight->load());
+      sources.push_back(l->weight);
       any_bias = any_bias || l->bias;
     }
-    at::Tensor w = scratch_.stack_rows(parts, dt);
-    parts.clear();  // the mapped pages leave the resident set here
+    at::Tensor w = compute_weight(sources, dt);
     if (any_bias)
       for (const Linear* l : lins)
         biases.push_back(l->bias ? l->bias->load().to(dt) : at::zeros({l->weight->shape[0]}, x.options()));
@@ -557,24 +558,55 @@ class LlamaModel final : public LoadedModel {
     return linear(act, blk.down, dt);
   }
 
-  // logits = x @ Wᵤᵀ in vocabulary chunks: each chunk of the (memory-mapped) table is converted,
-  // multiplied into its columns of the output, and its pages released before the next.
+  // logits = x @ Wᵤᵀ in vocabulary chunks: each chunk of the (memory-mapped) table is converted
+  // (or taken from the converted-weight cache), multiplied into its columns of the output, and its
+  // pages released before the next.
   at::Tensor unembed(const at::Tensor& x, const Batch& b) {
     const ParamSource& w = w_->param(cfg_.info.tied_embeddings ? "embed.weight" : "unembed.weight");
     const int64_t vocab = cfg_.info.vocab_size;
-    at::Tensor table = w.load();
+    at::Tensor table;
     at::Tensor out = at::empty({x.size(0), vocab}, x.options());
-    for (int64_t r0 = 0; r0 < vocab; r0 += vocab_chunk_rows_) {
+    for (int64_t r0 = 0, chunk = 0; r0 < vocab; r0 += vocab_chunk_rows_, ++chunk) {
       const int64_t rows = std::min(vocab_chunk_rows_, vocab - r0);
-      at::Tensor part = table.narrow(0, r0, rows);
-      at::Tensor cols = out.narrow(1, r0, rows);
-      const at::Tensor w_part = scratch_.convert(part, b.dt);
-      OmpThreads all(gemm_threads_);
-      at::mm_out(cols, x, w_part.t());  // straight into the strided columns (BLAS's ldc)
-      release_mapped_pages(part);
+      const int64_t key = -1 - chunk;  // apart from compute_weight's keys (1, 2, 3 sources)
+      at::Tensor part, w_part = cache_.find(&w, key, b.dt);
+      if (!w_part.defined()) {
+        if (!table.defined()) table = w.load();
+        part = table.narrow(0, r0, rows);
+        if (filling_ && part.scalar_type() != b.dt) w_part = cache_.reserve(&w, key, b.dt, {rows, part.size(1)});
+        if (w_part.defined()) convert_rows_into({part}, w_part);
+        else w_part = scratch_.convert(part, b.dt);
+      }
+      {
+        at::Tensor cols = out.narrow(1, r0, rows);
+        OmpThreads all(gemm_threads_);
+        at::mm_out(cols, x, w_part.t());  // straight into the strided columns (BLAS's ldc)
+      }
+      if (part.defined()) release_mapped_pages(part);
     }
     add_lora(out, x, w_->lora("unembed.weight"));
     return out;
+  }
+
+  // The weights `sources` (one, or several with one column count, stacked by rows) in the compute
+  // dtype: used in place from the memory map when stored in it, else the kept conversion from an
+  // earlier forward, else converted now (into the cache while it fills, else into the scratch
+  // buffer). The mapped pages leave the resident set when the loaded views die, on return.
+  at::Tensor compute_weight(const std::vector<const ParamSource*>& sources, c10::ScalarType dt) {
+    const int64_t part = static_cast<int64_t>(sources.size());  // q/k/v fused vs q alone: different entries
+    if (at::Tensor kept = cache_.find(sources.front(), part, dt); kept.defined()) return kept;
+    std::vector<at::Tensor> parts;
+    for (const ParamSource* s : sources) parts.push_back(s->load());
+    if (parts.size() == 1 && parts.front().scalar_type() == dt && parts.front().is_contiguous()) return parts.front();
+    if (filling_) {
+      int64_t rows = 0;
+      for (const auto& p : parts) rows += p.size(0);
+      if (at::Tensor slot = cache_.reserve(sources.front(), part, dt, {rows, parts.front().size(1)}); slot.defined()) {
+        convert_rows_into(parts, slot);
+        return slot;
+      }
+    }
+    return parts.size() == 1 ? scratch_.convert(parts.front(), dt) : scratch_.stack_rows(parts, dt);
   }
 
   LlamaConfig cfg_;
@@ -583,6 +615,9 @@ class LlamaModel final : public LoadedModel {
   int64_t vocab_chunk_rows_ = 1;
   int gemm_threads_ = 1;  ///< the caller's OpenMP thread count, read at the start of each forward
   Scratch scratch_;
+  ConvertedCache cache_{converted_cache_budget()};
+  int64_t forwards_ = 0;
+  bool filling_ = false;  ///< conversions are kept from a model's second forward on
 };
 
 }  // namespace
