@@ -3,7 +3,6 @@
 #include <aquin/sdk/activation_drift.hpp>
 #include <aquin/sdk/errors.hpp>
 #include <aquin/sdk/model_runtime.hpp>
-#include <aquin/sdk/tokenizer.hpp>
 
 #include <ATen/ATen.h>
 
@@ -20,10 +19,15 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-// One line of a continuation for the terminal: newlines shown, long text cut.
+// One line of a continuation for the terminal: line breaks and tabs shown escaped, long text cut.
 std::string one_line(const std::string& s, std::size_t max_bytes = 40) {
   std::string out;
-  for (char c : s) out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  for (char c : s) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else out += c;
+  }
   if (out.size() <= max_bytes) return out;
   std::size_t cut = max_bytes;
   while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
@@ -32,13 +36,12 @@ std::string one_line(const std::string& s, std::size_t max_bytes = 40) {
 
 }  // namespace
 
-BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const std::string& file,
+BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const Tokenizer& tok, const std::string& file,
                             const std::vector<std::string>& prompts, int new_tokens, std::size_t batch_size) {
   if (ctx.models == nullptr) throw std::logic_error("merge-analysis: behavioural scores need the host's model loader");
   BehaviorResult b;
   b.prompts_file = file;
   b.new_tokens = new_tokens;
-  auto tok = Tokenizer::from_folder(ctx.base.path);
   // Room for the continuation inside the model's positions.
   std::size_t max_len = 0;
   if (ctx.base.max_positions > 0) {
@@ -46,10 +49,10 @@ BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const s
       throw UsageError("option --new-tokens: the model has only " + std::to_string(ctx.base.max_positions) + " positions");
     max_len = static_cast<std::size_t>(ctx.base.max_positions - new_tokens);
   }
-  const Tokenized toks = tokenize(*tok, prompts, max_len);
+  const Tokenized toks = tokenize(tok, prompts, max_len);
   b.truncated = toks.truncated;
-  const int64_t pad = tok->pad_id().value_or(tok->eos_id().value_or(0));
-  const int64_t eos = tok->eos_id().value_or(-1);
+  const int64_t pad = tok.pad_id().value_or(tok.eos_id().value_or(0));
+  const int64_t eos = tok.eos_id().value_or(-1);
   ProbeOutput base_out, ft_out;
   {
     auto base = ctx.models->load(nullptr);
@@ -72,8 +75,8 @@ BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const s
     row.ft_top1 = ft_top[static_cast<int64_t>(i)].item<int64_t>();
     row.base_greedy = base_out.greedy[i];
     row.ft_greedy = ft_out.greedy[i];
-    row.base_text = tok->decode(row.base_greedy);
-    row.ft_text = tok->decode(row.ft_greedy);
+    row.base_text = tok.decode(row.base_greedy);
+    row.ft_text = tok.decode(row.ft_greedy);
     kl_sum += row.score.kl;
     if (row.score.kl > b.max_kl || b.worst_prompt < 0) {
       b.max_kl = row.score.kl;

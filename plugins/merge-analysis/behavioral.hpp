@@ -11,6 +11,7 @@
 #include <aquin/sdk/checkpoint.hpp>
 #include <aquin/sdk/json.hpp>
 #include <aquin/sdk/result.hpp>
+#include <aquin/sdk/tokenizer.hpp>
 
 #include <string>
 #include <vector>
@@ -37,8 +38,9 @@ struct BehaviorResult {
   int truncated = 0;                       ///< prompts cut to fit the model's positions
 };
 
-/// Loads the base, then the fine-tune (one at a time), and scores them on `prompts` (read from `file`).
-BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const std::string& file,
+/// Loads the base, then the fine-tune (one at a time), and scores them on `prompts` (read from
+/// `file`), tokenized with `tok` (the base model's tokenizer).
+BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const Tokenizer& tok, const std::string& file,
                             const std::vector<std::string>& prompts, int new_tokens, std::size_t batch_size);
 
 /// The summary's scores (mean KL, top-1 agreement, greedy edit distance) set against the thresholds.

@@ -10,6 +10,7 @@
 #include <aquin/sdk/errors.hpp>
 #include <aquin/sdk/plugin.hpp>
 #include <aquin/sdk/prompts.hpp>
+#include <aquin/sdk/tokenizer.hpp>
 #include <aquin/sdk/weight_diff.hpp>
 
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iterator>
+#include <memory>
 
 namespace {
 
@@ -87,8 +89,9 @@ class MergeAnalyzer {
     const int64_t new_tokens = args.integer("new-tokens"), batch = args.integer("batch-size");
     if (new_tokens < 1 || new_tokens > 256) throw UsageError("option --new-tokens: expected an integer in [1, 256]");
     if (batch < 1) throw UsageError("option --batch-size: expected a positive integer");
-    // Read before any heavy work, so that a malformed file fails fast.
+    // Read before any heavy work, so that a malformed file or a missing tokenizer fails fast.
     const std::vector<std::string> probes = run_probes ? read_prompts(an.prompts) : std::vector<std::string>{};
+    const std::unique_ptr<Tokenizer> tok = run_probes ? Tokenizer::from_folder(ctx.base.path) : nullptr;
 
     Checkpoint ck = open_checkpoint(args.str("checkpoint"));
     auto base = open_model_weights(ctx.base.path);
@@ -126,7 +129,7 @@ class MergeAnalyzer {
     an.reasons.insert(an.reasons.end(), res.reasons.begin(), res.reasons.end());
     an.signals.emplace_back("intruders", std::move(res));
     if (run_probes) {
-      an.behavior = run_behavior(ctx, ck, an.prompts, probes, static_cast<int>(new_tokens), static_cast<std::size_t>(batch));
+      an.behavior = run_behavior(ctx, ck, *tok, an.prompts, probes, static_cast<int>(new_tokens), static_cast<std::size_t>(batch));
       record("behavior", behavior_reasons(*an.behavior, t));
     }
     std::stable_sort(an.reasons.begin(), an.reasons.end(),

@@ -338,6 +338,13 @@ TEST_F(MergeCliBehavioral, OptOutAndBadInput) {
   r = cli.run(run_args((dir / "base").string()) + " --new-tokens 0");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("--new-tokens"), std::string::npos) << r.err;
+  // A base model without a tokenizer cannot run probes: said before any weight is read.
+  ASSERT_EQ(cli.run("session start --id bare --model " + (aquin::test::data_dir() / "llm/llama3-gqa").string()).code, 0);
+  r = cli.run(run_args((aquin::test::data_dir() / "llm/llama3-gqa-lora").string()));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no tokenizer"), std::string::npos) << r.err;
+  EXPECT_EQ(aquin::test::count_lines(r.err), 1) << r.err;
+  ASSERT_EQ(cli.run("session use m").code, 0);
   // Inconsistent behavioural thresholds are a usage error.
   r = cli.run(run_args((dir / "base").string()) + " --behavior-kl-warn 2 --behavior-kl-fail 1");
   EXPECT_EQ(r.code, 1);
