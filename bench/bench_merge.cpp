@@ -10,6 +10,7 @@
 //
 //   bench_merge [--layers 16] [--rank 16] [--dir DIR] [--threads N]
 #include "bench_util.hpp"
+#include "byte_tokenizer.hpp"
 
 #include <aquin/sdk/atomic_file.hpp>
 #include <aquin/sdk/json.hpp>
@@ -141,9 +142,36 @@ std::string load_average() {
 
 }  // namespace
 
+// --probes: the same gate with behavioural scores on the 8 built-in-style prompts below (8 new
+// tokens each), the base given a byte-level tokenizer (one token per UTF-8 byte) for the purpose.
+int run_probes(const fs::path& dir, const fs::path& lora, const std::string& env, int threads) {
+  aquin::write_file_atomic(dir / "base/tokenizer.json", aquin::test::byte_tokenizer_json(256));
+  const fs::path prompts = dir / "probes.json", out = dir / "merge-probes.json";
+  aquin::write_file_atomic(prompts,
+                           R"(["The capital of France is", "Write a short poem about the sea.", "def fibonacci(n):",
+                               "Explain why the sky is blue.", "Translate to German: good morning",
+                               "Q: What is 17 times 3?\nA:", "Once upon a time,", "List three uses of a paperclip."])");
+  const Measured m = measure(env + AQUIN_BIN + " --threads " + std::to_string(threads) + " merge-analysis --checkpoint '" +
+                             lora.string() + "' --prompts '" + prompts.string() + "' --save '" + out.string() + "' > /dev/null");
+  if (m.code != 0 && m.code != 2) {
+    std::cerr << "aquin merge-analysis --prompts failed (exit " << m.code << ")\n";
+    return 1;
+  }
+  auto doc = aquin::json::parse(aquin::read_text_file(out), out.string());
+  const auto& sc = doc["behavioral_scores"];
+  int tokens = 0;
+  for (const auto& p : sc["per_prompt"].GetArray()) tokens += p["tokens"].GetInt();
+  std::printf("with behavioural scores (8 prompts, %d prompt tokens, %d new tokens each, base then adapter):\n", tokens,
+              sc["new_tokens"].GetInt());
+  std::printf("  %.2f s wall, %.2f s CPU, peak RSS %.0f MB; behaviour stage %.2f s; verdict %s\n", m.seconds, m.cpu_seconds,
+              m.peak_rss_mb, doc["timings_s"]["behavior"].GetDouble(), doc["mergeVerdict"].GetString());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   Shape s;
   fs::path dir = fs::temp_directory_path() / "aquin-bench-merge";
+  bool probes = false;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -151,8 +179,9 @@ int main(int argc, char** argv) {
     else if (a == "--rank" && i + 1 < argc) s.rank = std::atoi(argv[++i]);
     else if (a == "--dir" && i + 1 < argc) dir = argv[++i];
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--probes") probes = true;
     else {
-      std::cerr << "usage: bench_merge [--layers N] [--rank R] [--dir DIR] [--threads N]\n";
+      std::cerr << "usage: bench_merge [--layers N] [--rank R] [--dir DIR] [--threads N] [--probes]\n";
       return 1;
     }
   }
@@ -205,5 +234,6 @@ int main(int argc, char** argv) {
   for (const auto& r : doc["reasons"].GetArray())
     std::printf("  reason: %s %s %s %s\n", r["severity"].GetString(), r["signal"].GetString(), r["param"].GetString(),
                 r["detail"].GetString());
+  if (probes) return run_probes(dir, lora, env, threads);
   return 0;
 }
