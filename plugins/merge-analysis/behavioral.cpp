@@ -51,16 +51,15 @@ BehaviorResult run_behavior(const RunContext& ctx, const Checkpoint& ck, const T
   }
   const Tokenized toks = tokenize(tok, prompts, max_len);
   b.truncated = toks.truncated;
-  const int64_t pad = tok.pad_id().value_or(tok.eos_id().value_or(0));
   const int64_t eos = tok.eos_id().value_or(-1);
   ProbeOutput base_out, ft_out;
   {
     auto base = ctx.models->load(nullptr);
-    base_out = probe_model(*base, toks, pad, new_tokens, batch_size, eos);
+    base_out = probe_model(*base, toks, new_tokens, batch_size, eos);
   }
   {
     auto ft = ctx.models->load(&ck);
-    ft_out = probe_model(*ft, toks, pad, new_tokens, batch_size, eos);
+    ft_out = probe_model(*ft, toks, new_tokens, batch_size, eos);
   }
   const std::vector<PromptBehavior> scores = compare_behavior(base_out, ft_out);
   const at::Tensor base_top = base_out.next_logprobs.argmax(-1), ft_top = ft_out.next_logprobs.argmax(-1);

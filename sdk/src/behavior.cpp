@@ -7,61 +7,30 @@
 
 namespace aquin {
 
-namespace {
-
-// Log-probabilities of the next token after each sequence's last real token: [b, vocab] fp64.
-at::Tensor last_logprobs(LoadedModel& model, const std::vector<std::vector<int64_t>>& seqs, int64_t pad_id) {
-  const int64_t b = static_cast<int64_t>(seqs.size());
-  std::size_t t_max = 0;
-  for (const auto& s : seqs) t_max = std::max(t_max, s.size());
-  at::Tensor ids = at::full({b, static_cast<int64_t>(t_max)}, pad_id, at::kLong);
-  at::Tensor mask = at::zeros({b, static_cast<int64_t>(t_max)}, at::kLong);
-  for (int64_t i = 0; i < b; ++i)
-    for (std::size_t j = 0; j < seqs[static_cast<std::size_t>(i)].size(); ++j) {
-      ids[i][static_cast<int64_t>(j)] = seqs[static_cast<std::size_t>(i)][j];
-      mask[i][static_cast<int64_t>(j)] = 1;
-    }
-  ForwardRequest req;
-  req.input_ids = ids;
-  req.attention_mask = mask;
-  req.logits = true;
-  at::Tensor logits;
-  Status st = model.forward(req, [](const std::string&, const at::Tensor&) {}, logits);
-  if (!st.ok()) {
-    if (st.code == StatusCode::Input) throw InputError(st.message);
-    throw std::runtime_error("forward failed: " + st.message);
-  }
-  if (!logits.defined()) throw std::runtime_error("the model returned no logits");
-  at::Tensor last = (mask.sum(1) - 1).view({b, 1, 1}).expand({b, 1, logits.size(2)});
-  return at::log_softmax(logits.gather(1, last).squeeze(1).to(at::kDouble), -1);
-}
-
-}  // namespace
-
-ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int64_t pad_id, int n_new, std::size_t batch_size,
+ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int n_new, std::size_t batch_size,
                         int64_t eos_id) {
   ProbeOutput out;
   const std::size_t n = prompts.ids.size();
+  if (batch_size == 0) batch_size = 1;
   std::vector<at::Tensor> firsts;
   out.greedy.resize(n);
   for (std::size_t start = 0; start < n; start += batch_size) {
     const std::size_t end = std::min(n, start + batch_size);
-    std::vector<std::vector<int64_t>> seqs(prompts.ids.begin() + static_cast<long>(start), prompts.ids.begin() + static_cast<long>(end));
-    std::vector<bool> done(seqs.size(), false);
-    for (int step = 0; step <= n_new; ++step) {
-      if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;  // every continuation ended
-      at::Tensor lp = last_logprobs(model, seqs, pad_id);
-      if (step == 0) firsts.push_back(lp);
-      if (step == n_new) break;
-      at::Tensor next = lp.argmax(-1);
-      for (std::size_t i = 0; i < seqs.size(); ++i) {
-        if (done[i]) continue;  // still in the batch, padded on; its continuation ended
-        const int64_t tok = next[static_cast<int64_t>(i)].item<int64_t>();
-        seqs[i].push_back(tok);
-        out.greedy[start + i].push_back(tok);
-        done[i] = tok == eos_id;
-      }
+    GenerateRequest req;
+    req.prompts.assign(prompts.ids.begin() + static_cast<long>(start), prompts.ids.begin() + static_cast<long>(end));
+    req.max_new_tokens = n_new;
+    req.eos_id = eos_id;
+    GenerateResult res;
+    Status st = model.generate_greedy(req, res);
+    if (!st.ok()) {
+      if (st.code == StatusCode::Input) throw InputError(st.message);
+      throw std::runtime_error(st.message);
     }
+    if (!res.first_logprobs.defined() || res.first_logprobs.dim() != 2 ||
+        res.first_logprobs.size(0) != static_cast<int64_t>(end - start) || res.tokens.size() != end - start)
+      throw std::runtime_error("generate_greedy returned a result that does not match its prompts");
+    firsts.push_back(res.first_logprobs.to(at::kDouble));
+    for (std::size_t i = 0; i < res.tokens.size(); ++i) out.greedy[start + i] = std::move(res.tokens[i]);
   }
   out.next_logprobs = firsts.empty() ? at::empty({0, 0}, at::kDouble) : at::cat(firsts, 0);
   return out;

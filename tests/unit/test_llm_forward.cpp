@@ -464,6 +464,195 @@ TEST(LlmForward, LongPromptsAgreeWithTheirPrefixes) {
   for (const auto& [name, x] : part) EXPECT_LE(rel_error(full.at(name).narrow(1, 0, 300), x, at::ones_like(head)), 1e-5) << name;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Greedy generation: the adapter's KV-cached generate_greedy against the SDK's default (a full
+// forward per new token), called explicitly as LoadedModel::generate_greedy.
+
+// The golden's input_ids rows cut by their attention_mask (two prompts of different lengths).
+std::vector<std::vector<int64_t>> golden_prompt_rows(const Golden& g) {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t i = 0; i < g.ids.size(0); ++i) {
+    const int64_t n = g.mask[i].sum().item<int64_t>();
+    at::Tensor row = g.ids[i].narrow(0, 0, n).to(at::kLong).contiguous();
+    out.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + n);
+  }
+  return out;
+}
+
+GenerateResult generate(LoadedModel& m, const GenerateRequest& req, bool full_forward) {
+  GenerateResult out;
+  Status st = full_forward ? m.LoadedModel::generate_greedy(req, out) : m.generate_greedy(req, out);
+  EXPECT_TRUE(st.ok()) << st.message;
+  return out;
+}
+
+// Same tokens, first_logprobs within `tol`; returns the largest first_logprobs difference.
+double expect_same_generation(const GenerateResult& kv, const GenerateResult& full, double tol, const std::string& what) {
+  EXPECT_EQ(kv.tokens, full.tokens) << what;
+  if (!kv.first_logprobs.defined() || kv.first_logprobs.sizes() != full.first_logprobs.sizes()) {
+    ADD_FAILURE() << what << ": first_logprobs missing or of the wrong shape";
+    return 0;
+  }
+  EXPECT_EQ(kv.first_logprobs.scalar_type(), at::kDouble) << what;
+  const double diff = (kv.first_logprobs - full.first_logprobs).abs().max().item<double>();
+  EXPECT_LE(diff, tol) << what;
+  return diff;
+}
+
+struct GenCase {
+  const char* name;
+  const char* model;
+  const char* overlay;  // folder under tests/data/llm, or nullptr
+};
+
+class LlmForwardGenerate : public ::testing::TestWithParam<GenCase> {};
+
+TEST_P(LlmForwardGenerate, KvCacheGivesTheFullForwardsTokens) {
+  const GenCase& c = GetParam();
+  std::optional<Checkpoint> ck;
+  if (c.overlay) ck.emplace(open_checkpoint(llm_dir() / c.overlay));
+  auto model = load(llm_dir() / c.model, ck ? &*ck : nullptr);
+  GenerateRequest req;
+  req.prompts = golden_prompt_rows(golden(c.model));
+  ASSERT_EQ(req.prompts.size(), 2u);
+  ASSERT_NE(req.prompts[0].size(), req.prompts[1].size());
+  ASSERT_GT(std::min(req.prompts[0].size(), req.prompts[1].size()), 4u);  // longer than mistral-sw's window
+  req.max_new_tokens = 6;
+  const GenerateResult full = generate(*model, req, true);
+  const GenerateResult kv = generate(*model, req, false);
+  for (const auto& t : kv.tokens) EXPECT_EQ(t.size(), 6u);
+  const double diff = expect_same_generation(kv, full, 1e-5, c.name);
+  std::printf("%-16s KV-cached generation: same tokens, first_logprobs within %.1e\n", c.name, diff);
+  // A second run (converted-weight cache filling from here on) gives the same again.
+  expect_same_generation(generate(*model, req, false), full, 1e-5, std::string(c.name) + " (second run)");
+
+  // EOS: the first token generated for prompt 0 ends that continuation (kept); the other goes on
+  // until it produces the same token, if ever.
+  req.eos_id = full.tokens[0][0];
+  const GenerateResult stopped = generate(*model, req, false);
+  EXPECT_EQ(stopped.tokens[0], std::vector<int64_t>{req.eos_id});
+  auto end = std::find(full.tokens[1].begin(), full.tokens[1].end(), req.eos_id);
+  EXPECT_EQ(stopped.tokens[1], std::vector<int64_t>(full.tokens[1].begin(), end == full.tokens[1].end() ? end : end + 1));
+  expect_same_generation(stopped, generate(*model, req, true), 1e-5, std::string(c.name) + " with EOS");
+
+  // No new tokens: first_logprobs only; one prompt alone: the same continuation as in the batch.
+  req.eos_id = -1;
+  req.max_new_tokens = 0;
+  const GenerateResult none = generate(*model, req, false);
+  EXPECT_TRUE(none.tokens[0].empty() && none.tokens[1].empty());
+  expect_same_generation(none, generate(*model, req, true), 1e-5, std::string(c.name) + " with 0 new tokens");
+  req.max_new_tokens = 6;
+  req.prompts.resize(1);
+  const GenerateResult alone = generate(*model, req, false);
+  EXPECT_EQ(alone.tokens[0], full.tokens[0]) << c.name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, LlmForwardGenerate,
+                         ::testing::Values(GenCase{"llama3-gqa", "llama3-gqa", nullptr},
+                                           GenCase{"llama-tied", "llama-tied", nullptr},
+                                           GenCase{"mistral-sw", "mistral-sw", nullptr},
+                                           GenCase{"qwen2-bias", "qwen2-bias", nullptr},
+                                           GenCase{"llama3-gqa-lora", "llama3-gqa", "llama3-gqa-lora"}),
+                         [](const ::testing::TestParamInfo<GenCase>& i) {
+                           std::string s = i.param.name;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+TEST(LlmForward, GenerateQwen2SlidingWindowAndBf16) {
+  // qwen2-bias with its window (4) switched on for block 1, then bf16 compute.
+  aquin::test::TempDir dir;
+  fs::copy_file(llm_dir() / "qwen2-bias/model.safetensors", dir / "model.safetensors");
+  std::string cfg = read_text_file(llm_dir() / "qwen2-bias/config.json");
+  const std::string off = "\"use_sliding_window\": false";
+  ASSERT_NE(cfg.find(off), std::string::npos);
+  cfg.replace(cfg.find(off), off.size(), "\"use_sliding_window\": true");
+  write_file_atomic(dir / "config.json", cfg);
+  auto model = load(dir.path());
+  GenerateRequest req;
+  req.prompts = golden_prompt_rows(golden("qwen2-bias-swa"));
+  req.max_new_tokens = 6;
+  const GenerateResult full = generate(*model, req, true);
+  expect_same_generation(generate(*model, req, false), full, 1e-5, "qwen2 with sliding window");
+
+  for (const char* name : {"llama3-gqa", "qwen2-bias"}) {
+    auto m = load(llm_dir() / name);
+    req.prompts = golden_prompt_rows(golden(name));
+    req.dtype = at::kFloat;
+    const GenerateResult f32 = generate(*m, req, true);
+    req.dtype = at::kBFloat16;
+    const GenerateResult kv = generate(*m, req, false), ref = generate(*m, req, true);
+    // bf16 roundings depend on summation order (a step's GEMMs have other shapes than a full
+    // forward's): the first distribution stays close to both references; the tokens are checked
+    // only where the fp32 and bf16 full forwards agree on them.
+    EXPECT_LE((kv.first_logprobs - ref.first_logprobs).abs().max().item<double>(), 1e-2) << name;
+    EXPECT_LE((kv.first_logprobs - f32.first_logprobs).abs().max().item<double>(), 0.1) << name;
+    for (std::size_t i = 0; i < kv.tokens.size(); ++i) {
+      EXPECT_EQ(kv.tokens[i].size(), 6u) << name;
+      if (ref.tokens[i] == f32.tokens[i]) EXPECT_EQ(kv.tokens[i], ref.tokens[i]) << name << " prompt " << i;
+    }
+  }
+}
+
+TEST(LlmForward, GenerateOverLongPromptsThroughASlidingWindow) {
+  // Prompts of 750 and 720 tokens through a 64-token window, with parallel chunked attention in
+  // the prefill; the steps then read the cache through the window.
+  aquin::test::TempDir dir;
+  at::manual_seed(12);
+  const int64_t d = 64, vocab = 64;
+  std::vector<std::pair<std::string, at::Tensor>> t;
+  auto w = [](std::vector<int64_t> s, double scale) { return at::randn(s) * scale; };
+  t.emplace_back("model.embed_tokens.weight", w({vocab, d}, 1.0));
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.emplace_back(p + "input_layernorm.weight", at::ones({d}));
+    t.emplace_back(p + "post_attention_layernorm.weight", at::ones({d}));
+    t.emplace_back(p + "self_attn.q_proj.weight", w({64, d}, 0.3));
+    t.emplace_back(p + "self_attn.k_proj.weight", w({16, d}, 0.3));
+    t.emplace_back(p + "self_attn.v_proj.weight", w({16, d}, 0.2));
+    t.emplace_back(p + "self_attn.o_proj.weight", w({d, 64}, 0.2));
+    t.emplace_back(p + "mlp.gate_proj.weight", w({128, d}, 0.2));
+    t.emplace_back(p + "mlp.up_proj.weight", w({128, d}, 0.2));
+    t.emplace_back(p + "mlp.down_proj.weight", w({d, 128}, 0.1));
+  }
+  t.emplace_back("model.norm.weight", at::ones({d}));
+  t.emplace_back("lm_head.weight", w({vocab, d}, 0.5));
+  write_safetensors(dir / "model.safetensors", t);
+  write_file_atomic(dir / "config.json",
+                    "{\"model_type\": \"mistral\", \"hidden_size\": 64, \"intermediate_size\": 128, \"num_attention_heads\": 4, "
+                    "\"num_key_value_heads\": 1, \"head_dim\": 16, \"num_hidden_layers\": 2, \"vocab_size\": 64, "
+                    "\"sliding_window\": 64, \"rms_norm_eps\": 1e-5}");
+  auto model = load(dir.path());
+  GenerateRequest req;
+  for (int64_t n : {750, 720}) {
+    at::Tensor ids = at::randint(0, vocab, {n}, at::TensorOptions().dtype(at::kLong));
+    req.prompts.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + n);
+  }
+  req.max_new_tokens = 6;
+  const double diff = expect_same_generation(generate(*model, req, false), generate(*model, req, true), 1e-5, "long prompts");
+  std::printf("long prompts: same tokens, first_logprobs within %.1e\n", diff);
+}
+
+TEST(LlmForward, GenerateBadRequestsAreInputErrors) {
+  auto model = load(llm_dir() / "llama3-gqa");
+  for (bool full : {false, true}) {
+    GenerateRequest req;
+    GenerateResult out;
+    req.prompts = {{1, 2, 3}, {}};
+    req.max_new_tokens = 2;
+    Status st = full ? model->LoadedModel::generate_greedy(req, out) : model->generate_greedy(req, out);
+    EXPECT_EQ(st.code, StatusCode::Input) << st.message;
+    req.prompts = {{1, 2, 100000}};
+    st = full ? model->LoadedModel::generate_greedy(req, out) : model->generate_greedy(req, out);
+    EXPECT_EQ(st.code, StatusCode::Input) << st.message;
+    EXPECT_NE(st.message.find("outside the vocabulary"), std::string::npos) << st.message;
+    req.prompts = {{1, 2, 3}};
+    req.dtype = at::kHalf;
+    st = full ? model->LoadedModel::generate_greedy(req, out) : model->generate_greedy(req, out);
+    EXPECT_EQ(st.code, StatusCode::Input) << st.message;
+  }
+}
+
 // A model big enough that a block costs measurably more than the fixed overheads.
 void write_timing_model(const fs::path& dir, int layers) {
   const int64_t d = 256, mlp = 1024, vocab = 64;

@@ -178,8 +178,8 @@ TEST(Behavior, KlTop1AndGreedyMatchGoldens) {
   const int n_new = greedy["new_tokens"].GetInt();
   Tokenized prompts = golden_prompts(*gb);
   Checkpoint lora = open_checkpoint(llm / "llama3-gqa-lora");
-  ProbeOutput pb = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, 0, n_new);
-  ProbeOutput pl = probe_model(*load(llm / "llama3-gqa", &lora), prompts, 0, n_new, /*batch_size=*/1);
+  ProbeOutput pb = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, n_new);
+  ProbeOutput pl = probe_model(*load(llm / "llama3-gqa", &lora), prompts, n_new, /*batch_size=*/1);
   auto beh = compare_behavior(pb, pl);
   ASSERT_EQ(beh.size(), prompts.ids.size());
   ASSERT_EQ(greedy["prompts"].Size(), prompts.ids.size());
@@ -213,7 +213,7 @@ TEST(Behavior, KlTop1AndGreedyMatchGoldens) {
   // A continuation ends at the end-of-sequence token (kept), as Hugging Face's generate does:
   // declare the base's first greedy token of prompt 0 to be EOS.
   const int64_t eos = pb.greedy[0][0];
-  ProbeOutput stopped = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, 0, n_new, 8, eos);
+  ProbeOutput stopped = probe_model(*load(llm / "llama3-gqa", nullptr), prompts, n_new, 8, eos);
   EXPECT_EQ(stopped.greedy[0], std::vector<int64_t>{eos});
   for (std::size_t i = 1; i < prompts.ids.size(); ++i) {
     const auto& full = pb.greedy[i];

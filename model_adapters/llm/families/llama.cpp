@@ -28,6 +28,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace aquin::llm {
@@ -184,14 +185,52 @@ struct Block {
   Linear q, k, v, o, gate, up, down;
 };
 
-// One forward's inputs, prepared once and shared by every block.
+// One forward's inputs, prepared once and shared by every block. A forward (or a generation's
+// prefill) has T query tokens per row at positions 0..T-1 reading keys 0..T-1; a cached generation
+// step has one query token per row at a per-row position, reading the first n_keys cached keys.
 struct Batch {
   int64_t b = 0, t = 0;
+  int64_t n_keys = 0;                  ///< keys each row's queries may read: T, or the cache prefix of a step
   c10::ScalarType dt = at::kFloat;
   at::Tensor ids;                      ///< [B*T] int64
-  at::Tensor cos, sin;                 ///< [T, 1, d_head] in dt, broadcast over batch and heads
-  std::map<int64_t, at::Tensor> mask;  ///< window (0: none) -> additive mask [B, 1, 1, T, T] in dt
+  at::Tensor cos, sin;                 ///< in dt: [T, 1, d_head] (positions 0..T-1), or [B, 1, 1, d_head] for a step
+  std::map<int64_t, at::Tensor> mask;  ///< window (0: none) -> additive mask [B, 1, 1, T, n_keys] in dt
 };
+
+// A generation's key/value cache.
+struct KvCache {
+  std::vector<at::Tensor> k, v;  ///< per layer [B, kv_heads, T_total, d_head] in dt: post-RoPE keys, values
+  std::vector<int64_t> pos;      ///< a step's per-row position (where its token's k/v go); empty in the prefill
+};
+
+// HF's RoPE angles for `pos` (float32 positions): cos and sin [n, d_head] in float32.
+std::pair<at::Tensor, at::Tensor> rope_table(const at::Tensor& pos, const at::Tensor& inv_freq) {
+  at::Tensor freqs = pos.unsqueeze(1) * inv_freq.unsqueeze(0);
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+double lowest_value(c10::ScalarType dt) {
+  return dt == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                             : static_cast<double>(std::numeric_limits<float>::lowest());
+}
+
+// Runs `f`; any exception becomes a Status naming `what` (nothing throws across the boundary).
+template <class F>
+Status guarded(const std::string& path, const char* what, F&& f) noexcept {
+  try {
+    f();
+    return {};
+  } catch (const InputError& e) {
+    return {StatusCode::Input, e.what()};
+  } catch (const c10::Error& e) {
+    return {StatusCode::Internal, path + ": " + what + " failed: " + e.what_without_backtrace()};
+  } catch (const std::exception& e) {
+    return {StatusCode::Internal, path + ": " + what + " failed: " + e.what()};
+  } catch (...) {
+    return {StatusCode::Internal, path + ": " + what + " failed"};
+  }
+}
 
 // Stage numbers: block L's resid_pre / resid_mid / resid_post are 3L, 3L+1, 3L+2; the final norm
 // (and logits) is 3n.
@@ -282,18 +321,12 @@ class LlamaModel final : public LoadedModel {
   }
 
   Status forward(const ForwardRequest& request, const HookSink& sink, at::Tensor& logits) noexcept override {
-    try {
-      run(request, sink, logits);
-      return {};
-    } catch (const InputError& e) {
-      return {StatusCode::Input, e.what()};
-    } catch (const c10::Error& e) {
-      return {StatusCode::Internal, cfg_.info.path + ": forward failed: " + e.what_without_backtrace()};
-    } catch (const std::exception& e) {
-      return {StatusCode::Internal, cfg_.info.path + ": forward failed: " + e.what()};
-    } catch (...) {
-      return {StatusCode::Internal, cfg_.info.path + ": forward failed"};
-    }
+    return guarded(cfg_.info.path, "forward", [&] { run(request, sink, logits); });
+  }
+
+  // KV-cached greedy generation: the same tokens as the SDK's full-forward default.
+  Status generate_greedy(const GenerateRequest& req, GenerateResult& out) noexcept override {
+    return guarded(cfg_.info.path, "generate", [&] { generate(req, out); });
   }
 
  private:
@@ -330,6 +363,7 @@ class LlamaModel final : public LoadedModel {
     Batch b;
     b.b = r.input_ids.size(0);
     b.t = r.input_ids.size(1);
+    b.n_keys = b.t;
     b.dt = r.dtype;
     b.ids = r.input_ids.to(at::kLong).reshape({-1}).contiguous();
     const int64_t lo = b.ids.min().item<int64_t>(), hi = b.ids.max().item<int64_t>();
@@ -343,11 +377,9 @@ class LlamaModel final : public LoadedModel {
 
     // RoPE tables as HF builds them: positions 0..T-1 (HF's default position_ids, which is what
     // right padding needs), float32 angles, then cast to the compute dtype.
-    at::Tensor pos = at::arange(b.t, at::TensorOptions().dtype(at::kFloat));
-    at::Tensor freqs = pos.unsqueeze(1) * cfg_.inv_freq.unsqueeze(0);
-    at::Tensor emb = at::cat({freqs, freqs}, -1);
-    b.cos = emb.cos().to(b.dt).unsqueeze(1);
-    b.sin = emb.sin().to(b.dt).unsqueeze(1);
+    auto [cos, sin] = rope_table(at::arange(b.t, at::TensorOptions().dtype(at::kFloat)), cfg_.inv_freq);
+    b.cos = cos.to(b.dt).unsqueeze(1);
+    b.sin = sin.to(b.dt).unsqueeze(1);
 
     // Additive masks, as HF's eager attention adds them: 0 where query i may read key j, the
     // dtype's lowest value elsewhere. Keys are visible when j <= i and j is a real token; with a
@@ -357,8 +389,7 @@ class LlamaModel final : public LoadedModel {
     // query outside every window) gets a uniform softmax over the lowest value: finite, never NaN.
     at::Tensor i = at::arange(b.t).unsqueeze(1), j = at::arange(b.t).unsqueeze(0);
     at::Tensor keys = mask.to(at::kBool).view({b.b, 1, b.t});
-    const double lowest = b.dt == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
-                                                : static_cast<double>(std::numeric_limits<float>::lowest());
+    const double lowest = lowest_value(b.dt);
     for (int64_t w : cfg_.window) {
       const int64_t key = w > 0 && w < b.t ? w : 0;
       if (b.mask.count(key)) continue;
@@ -368,6 +399,127 @@ class LlamaModel final : public LoadedModel {
                         .masked_fill_(visible.logical_not().view({b.b, 1, 1, b.t, b.t}), lowest);
     }
     return b;
+  }
+
+  // One cached step: token `tokens[i]` of row i at position pos[i], reading cached keys
+  // 0..pos[i] (n_keys = max pos + 1 keys are in play; each row's later ones are masked). Every key
+  // up to pos[i] is real (prompt, then generated tokens), so the mask is causal plus the window: a
+  // key j is visible from position i when j <= i and, with a window W, j > i - W (as in prepare).
+  Batch prepare_step(const std::vector<int64_t>& tokens, const std::vector<int64_t>& pos, c10::ScalarType dt) const {
+    Batch b;
+    b.b = static_cast<int64_t>(tokens.size());
+    b.t = 1;
+    b.n_keys = *std::max_element(pos.begin(), pos.end()) + 1;
+    b.dt = dt;
+    b.ids = at::tensor(tokens, at::kLong);
+    at::Tensor p = at::tensor(pos, at::kLong);
+    auto [cos, sin] = rope_table(p.to(at::kFloat), cfg_.inv_freq);
+    b.cos = cos.to(dt).view({b.b, 1, 1, -1});
+    b.sin = sin.to(dt).view({b.b, 1, 1, -1});
+    at::Tensor i = p.unsqueeze(1), j = at::arange(b.n_keys).unsqueeze(0);  // [B, 1], [1, n_keys]
+    const double lowest = lowest_value(dt);
+    for (int64_t w : cfg_.window) {
+      const int64_t key = w > 0 && w < b.n_keys ? w : 0;
+      if (b.mask.count(key)) continue;
+      at::Tensor visible = j <= i;
+      if (key > 0) visible = visible & (j > i - key);
+      b.mask[key] = at::zeros({b.b, 1, 1, 1, b.n_keys}, at::TensorOptions().dtype(dt))
+                        .masked_fill_(visible.logical_not().view({b.b, 1, 1, 1, b.n_keys}), lowest);
+    }
+    return b;
+  }
+
+  // The blocks over `resid` ([B*T, d]), keeping keys and values in `cache`.
+  at::Tensor run_blocks(at::Tensor resid, const Batch& b, KvCache& cache) {
+    for (int64_t l = 0; l < cfg_.info.n_layers; ++l) {
+      const Block& blk = blocks_[static_cast<std::size_t>(l)];
+      at::Tensor mid = resid + attention(l, norm(resid, *blk.ln1, b.dt), b, &cache);
+      resid = mid + mlp(blk, norm(mid, *blk.ln2, b.dt), b.dt);
+    }
+    return resid;
+  }
+
+  // Next-token log-probabilities (fp64) from the residual rows of each prompt's last token ([B, d]).
+  at::Tensor next_logprobs(const at::Tensor& last_rows, const Batch& b) {
+    at::Tensor logits = unembed(norm(last_rows, w_->param("ln_final.weight"), b.dt), b);
+    return at::log_softmax(logits.to(at::kDouble), -1);
+  }
+
+  // Greedy generation with a KV cache. Prefill: the right-padded prompts in one forward, keeping
+  // each layer's post-RoPE keys and values, logits only at each row's last real token. Then one
+  // token per row per step at position len_i + step. Rows whose continuation ended keep running
+  // (their tokens are ignored).
+  void generate(const GenerateRequest& r, GenerateResult& out) {
+    at::NoGradGuard no_grad;
+    const std::string who = cfg_.info.model.empty() ? cfg_.info.path : cfg_.info.model;
+    if (r.max_new_tokens < 0) throw InputError(who, "max_new_tokens must not be negative");
+    out = GenerateResult{};
+    const int64_t B = static_cast<int64_t>(r.prompts.size());
+    out.tokens.resize(r.prompts.size());
+    if (B == 0) {
+      out.first_logprobs = at::empty({0, 0}, at::kDouble);
+      return;
+    }
+    std::vector<int64_t> len(r.prompts.size());
+    int64_t t_max = 0;
+    for (std::size_t i = 0; i < r.prompts.size(); ++i) {
+      if (r.prompts[i].empty()) throw InputError(who, "prompt " + std::to_string(i) + " has no tokens");
+      len[i] = static_cast<int64_t>(r.prompts[i].size());
+      t_max = std::max(t_max, len[i]);
+    }
+    ForwardRequest fr;
+    fr.input_ids = at::zeros({B, t_max}, at::kLong);
+    fr.attention_mask = at::zeros({B, t_max}, at::kLong);
+    {
+      auto ids = fr.input_ids.accessor<int64_t, 2>();
+      auto mask = fr.attention_mask.accessor<int64_t, 2>();
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < len[static_cast<std::size_t>(i)]; ++j) {
+          ids[i][j] = r.prompts[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)];
+          mask[i][j] = 1;
+        }
+    }
+    fr.dtype = r.dtype;
+    const Batch pre = prepare(fr);  // validates ids and dtype
+    const ModelInfo& m = cfg_.info;
+    const int64_t d = m.d_model, t_total = t_max + r.max_new_tokens;
+    KvCache cache;
+    for (int64_t l = 0; l < m.n_layers; ++l) {
+      cache.k.push_back(at::zeros({B, m.n_kv_heads, t_total, m.d_head}, at::TensorOptions().dtype(pre.dt)));
+      cache.v.push_back(at::zeros({B, m.n_kv_heads, t_total, m.d_head}, at::TensorOptions().dtype(pre.dt)));
+    }
+
+    at::Tensor lp;
+    {
+      gemm_threads_ = omp_get_max_threads();
+      filling_ = ++forwards_ >= 2;
+      OmpThreads elementwise(elementwise_threads(B * t_max * d));
+      at::Tensor resid = run_blocks(embed(pre), pre, cache);  // [B*T, d]
+      at::Tensor rows = at::arange(B, at::kLong) * t_max + at::tensor(len, at::kLong) - 1;
+      lp = next_logprobs(at::index_select(resid, 0, rows), pre);
+    }
+    out.first_logprobs = lp;
+
+    std::vector<bool> done(r.prompts.size(), false);
+    std::vector<int64_t> next(r.prompts.size());
+    cache.pos.resize(r.prompts.size());
+    for (int step = 0; step < r.max_new_tokens; ++step) {
+      at::Tensor best = lp.argmax(-1);
+      auto ba = best.accessor<int64_t, 1>();
+      for (std::size_t i = 0; i < next.size(); ++i) {
+        next[i] = ba[static_cast<int64_t>(i)];
+        if (done[i]) continue;
+        out.tokens[i].push_back(next[i]);
+        done[i] = r.eos_id >= 0 && next[i] == r.eos_id;
+      }
+      if (step + 1 == r.max_new_tokens || std::all_of(done.begin(), done.end(), [](bool x) { return x; })) break;
+      for (std::size_t i = 0; i < next.size(); ++i) cache.pos[i] = len[i] + step;
+      const Batch b = prepare_step(next, cache.pos, pre.dt);
+      gemm_threads_ = omp_get_max_threads();
+      filling_ = ++forwards_ >= 2;
+      OmpThreads elementwise(elementwise_threads(B * d));
+      lp = next_logprobs(run_blocks(embed(b), b, cache), b);
+    }
   }
 
   void run(const ForwardRequest& r, const HookSink& sink, at::Tensor& logits_out) {
@@ -492,16 +644,21 @@ class LlamaModel final : public LoadedModel {
   }
 
   // HF's rotate_half convention: x·cos + cat(-x₂, x₁)·sin over the two halves of each head.
+  // b.cos / b.sin broadcast over x [B, T, heads, d_head] (per token, or per row for a step).
   static at::Tensor rope(const at::Tensor& x, const Batch& b) {
     const int64_t half = x.size(-1) / 2;
     at::Tensor rotated = at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
     return x * b.cos + rotated * b.sin;
   }
 
-  at::Tensor attention(int64_t layer, const at::Tensor& x, const Batch& b) {
+  // Attention of block `layer` on x ([B*T, d], normalised). Without a cache: a forward (queries
+  // 0..T-1 over keys 0..T-1). With one: in the prefill (cache->pos empty) the same, also keeping the
+  // keys and values in the cache; in a step (T = 1) the token's key and value go into the cache at
+  // its row's position and the query reads the cache's first b.n_keys keys.
+  at::Tensor attention(int64_t layer, const at::Tensor& x, const Batch& b, KvCache* cache = nullptr) {
     const Block& blk = blocks_[static_cast<std::size_t>(layer)];
     const int64_t heads = cfg_.info.n_heads, kv_heads = cfg_.info.n_kv_heads, hd = cfg_.info.d_head;
-    const int64_t group = heads / kv_heads, B = b.b, T = b.t;
+    const int64_t group = heads / kv_heads, B = b.b, T = b.t, K = b.n_keys;
     std::vector<at::Tensor> qkv = linears(x, {&blk.q, &blk.k, &blk.v}, b.dt);
     at::Tensor q = rope(qkv[0].view({B, T, heads, hd}), b);
     at::Tensor k = rope(qkv[1].view({B, T, kv_heads, hd}), b);
@@ -511,22 +668,40 @@ class LlamaModel final : public LoadedModel {
     // (HF's repeat_kv order), so each (prompt, kv head) pair is one task holding that head's keys
     // and values and the `group` query heads that read them.
     at::Tensor qg = q.view({B, T, kv_heads, group, hd}).permute({0, 2, 3, 1, 4}).contiguous();  // [B, kv, group, T, hd]
-    at::Tensor kt = k.permute({0, 2, 3, 1}).contiguous();                                      // [B, kv, hd, T]
-    at::Tensor vv = v.permute({0, 2, 1, 3}).contiguous();                                      // [B, kv, T, hd]
+    at::Tensor kt, vv;  // [B, kv, hd, K] (a transposed view of a step's cache), [B, kv, K, hd]
+    if (cache != nullptr && !cache->pos.empty()) {
+      at::Tensor& kc = cache->k[static_cast<std::size_t>(layer)];
+      at::Tensor& vc = cache->v[static_cast<std::size_t>(layer)];
+      for (int64_t p = 0; p < B; ++p) {  // kc[p]: [kv, T_total, hd]; k[p][0]: [kv, hd]
+        const int64_t at_pos = cache->pos[static_cast<std::size_t>(p)];
+        kc[p].select(1, at_pos).copy_(k[p][0]);
+        vc[p].select(1, at_pos).copy_(v[p][0]);
+      }
+      kt = kc.narrow(2, 0, K).transpose(2, 3);
+      vv = vc.narrow(2, 0, K);
+    } else {
+      kt = k.permute({0, 2, 3, 1}).contiguous();
+      vv = v.permute({0, 2, 1, 3}).contiguous();
+      if (cache != nullptr) {  // prefill: keys 0..T-1 of every row (padding's too: later steps overwrite it)
+        cache->k[static_cast<std::size_t>(layer)].narrow(2, 0, T).copy_(kt.transpose(2, 3));
+        cache->v[static_cast<std::size_t>(layer)].narrow(2, 0, T).copy_(vv);
+      }
+    }
     at::Tensor out = at::empty({B, kv_heads, group, T, hd}, q.options());
     const int64_t w = cfg_.window[static_cast<std::size_t>(layer)];
-    const at::Tensor& mask = b.mask.at(w > 0 && w < T ? w : 0);  // [B, 1, 1, T, T]
+    const at::Tensor& mask = b.mask.at(w > 0 && w < K ? w : 0);  // [B, 1, 1, T, K]
     const double scaling = 1.0 / std::sqrt(static_cast<double>(hd));
-    const bool parallel = 4.0 * group * T * T * hd >= kParallelAttentionFlopsPerTask;
+    const bool parallel = 4.0 * group * T * K * hd >= kParallelAttentionFlopsPerTask;
     const int64_t per_task = kScoreBudgetBytes / (parallel ? std::max(gemm_threads_, 1) : 1);
-    const int64_t chunk = std::max<int64_t>(1, per_task / std::max<int64_t>(1, group * T * 4));
+    const int64_t chunk = std::max<int64_t>(1, per_task / std::max<int64_t>(1, group * K * 4));
     const c10::ScalarType dt = b.dt;
     auto run_tasks = [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t p = task / kv_heads, h = task % kv_heads;
         const at::Tensor qh = qg[p][h], kh = kt[p][h], vh = vv[p][h], oh = out[p][h], mh = mask[p][0];
         for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-          const int64_t tq = std::min(chunk, T - t0), keys = t0 + tq;  // causal: later keys are masked anyway
+          // Causal: query t (at position t + K - T) reads no key after it; later keys are masked anyway.
+          const int64_t tq = std::min(chunk, T - t0), keys = std::min(K, t0 + tq + (K - T));
           at::Tensor scores = matmul_f32_acc(qh.narrow(1, t0, tq), kh.narrow(1, 0, keys)).mul_(scaling);  // [group, tq, keys]
           scores.add_(mh.narrow(1, t0, tq).narrow(2, 0, keys));
           // HF: softmax in float32, back to the compute dtype.

@@ -18,11 +18,11 @@ struct ProbeOutput {
   std::vector<std::vector<int64_t>> greedy;     ///< per prompt: `n_new` greedily generated token ids
 };
 
-/// Runs `model` on the prompts (batched, right-padded) and greedily extends each by up to `n_new`
-/// tokens (a full forward per new token: no KV cache, fine for a few tokens of short probes). A
-/// continuation stops after `eos_id` (kept as its last token), as Hugging Face's generate does;
-/// eos_id < 0: never.
-BOOST_SYMBOL_VISIBLE ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int64_t pad_id, int n_new,
+/// Runs `model` on the prompts, `batch_size` at a time, and greedily extends each by up to `n_new`
+/// tokens through LoadedModel::generate_greedy (KV-cached where the adapter implements it; else a
+/// full forward per new token). A continuation stops after `eos_id` (kept as its last token), as
+/// Hugging Face's generate does; eos_id < 0: never.
+BOOST_SYMBOL_VISIBLE ProbeOutput probe_model(LoadedModel& model, const Tokenized& prompts, int n_new,
                                              std::size_t batch_size = 8, int64_t eos_id = -1);
 
 struct PromptBehavior {

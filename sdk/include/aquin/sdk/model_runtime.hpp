@@ -35,6 +35,19 @@ struct ForwardRequest {
   c10::ScalarType dtype = c10::ScalarType::Float;  ///< compute dtype: Float (default) or BFloat16
 };
 
+/// Greedy continuation of prompts (LLMs). Prompts are token ids, one row each, unpadded.
+struct GenerateRequest {
+  std::vector<std::vector<int64_t>> prompts;  ///< token ids, one row per prompt (no padding; each non-empty)
+  int max_new_tokens = 0;                     ///< tokens to generate per prompt (0: first_logprobs only)
+  int64_t eos_id = -1;                        ///< a continuation stops after EOS (kept as its last token); <0: never
+  c10::ScalarType dtype = c10::ScalarType::Float;  ///< compute dtype: Float (default) or BFloat16
+};
+
+struct GenerateResult {
+  at::Tensor first_logprobs;  ///< [n_prompts, vocab] fp64 log_softmax of the next-token logits at each prompt's last token
+  std::vector<std::vector<int64_t>> tokens;  ///< per prompt: the greedily generated ids (<= max_new_tokens)
+};
+
 /// Receives each requested activation as soon as it is computed. The tensor is the caller's to
 /// keep (it is not reused by the model).
 using HookSink = std::function<void(const std::string& hook, const at::Tensor& value)>;
@@ -50,6 +63,10 @@ class BOOST_SYMBOL_VISIBLE LoadedModel {
   virtual Status forward(const ForwardRequest& request, const HookSink& sink, at::Tensor& logits) noexcept = 0;
   /// The hook names this model offers (for validation and messages).
   virtual std::vector<std::string> hook_names() const = 0;
+  /// Greedily extends each prompt by up to `max_new_tokens` tokens. The default implementation
+  /// (in the SDK) runs a full forward with logits per new token over the right-padded batch (no KV
+  /// cache); adapters may override it with a cached one that gives the same tokens.
+  virtual Status generate_greedy(const GenerateRequest& req, GenerateResult& out) noexcept;
 };
 
 }  // namespace aquin
