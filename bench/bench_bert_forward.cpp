@@ -7,6 +7,8 @@
 // request and the two alternate forward by forward; the ratio is the median of per-round ratios.
 //
 //   bench_bert_forward [--batch 32] [--tokens 128] [--rounds 5] [--dir DIR] [--no-reference] [--tuned]
+#include "bench_util.hpp"
+
 #include "models.hpp"
 #include "registry.hpp"
 
@@ -85,62 +87,24 @@ void generate(const fs::path& dir) {
 // that its forwards interleave with ours and both see the same machine load.
 class Reference {
  public:
-  explicit Reference(const std::string& cmd) {
-    int to_child[2], from_child[2];
-    if (pipe(to_child) != 0 || pipe(from_child) != 0) throw std::runtime_error("pipe failed");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(to_child[0], 0);
-      dup2(from_child[1], 1);
-      close(to_child[1]);
-      close(from_child[0]);
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    to_ = fdopen(to_child[1], "w");
-    from_ = fdopen(from_child[0], "r");
-    if (read_line() != "ready") throw std::runtime_error("reference did not start: " + cmd);
-  }
-  ~Reference() {
-    if (pid_ > 0) finish();
+  explicit Reference(const std::string& cmd) : child_(cmd) {
+    if (child_.line() != "ready") throw std::runtime_error("reference did not start: " + cmd);
   }
 
   /// Seconds for one forward ("run", or "run tuned" for the contiguous-operand variant).
   double time_forward(const std::string& request) {
-    std::fputs((request + "\n").c_str(), to_);
-    std::fflush(to_);
-    const std::string reply = read_line();
+    child_.send(request);
+    const std::string reply = child_.line();
     auto doc = aquin::json::parse(reply, "reference reply");
     if (!doc.IsObject() || !doc.HasMember("s")) throw std::runtime_error("reference: unexpected reply '" + reply + "'");
     return doc["s"].GetDouble();
   }
 
   /// Ends the child (it writes its pooled vectors on the way out); returns its peak RSS in MB.
-  double finish() {
-    std::fclose(to_);
-    std::fclose(from_);
-    int status = 0;
-    struct rusage ru {};
-    wait4(pid_, &status, 0, &ru);
-    pid_ = -1;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("reference failed");
-    return ru.ru_maxrss / 1024.0;
-  }
+  double finish() { return child_.finish(); }
 
  private:
-  std::string read_line() {
-    char buf[4096];
-    if (std::fgets(buf, sizeof buf, from_) == nullptr) throw std::runtime_error("reference exited early");
-    std::string s = buf;
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    return s;
-  }
-
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
+  aquin::bench::LineChild child_;
 };
 
 double median(std::vector<double> v) {

@@ -53,24 +53,9 @@ using namespace aquin;
 
 namespace {
 
-struct Shape {
-  int layers = 16;
-  int64_t d = 2048, heads = 32, kv_heads = 8, mlp = 8192, vocab = 128256;
-  int64_t head_dim() const { return d / heads; }
-};
+using Shape = aquin::bench::LlamaShape;
 
 constexpr int64_t kBatch = 8, kTokens = 64;
-
-std::string config_json(const Shape& s) {
-  return "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": " + std::to_string(s.d) +
-         ", \"intermediate_size\": " + std::to_string(s.mlp) + ", \"num_attention_heads\": " + std::to_string(s.heads) +
-         ", \"num_key_value_heads\": " + std::to_string(s.kv_heads) + ", \"num_hidden_layers\": " + std::to_string(s.layers) +
-         ", \"vocab_size\": " + std::to_string(s.vocab) +
-         ", \"max_position_embeddings\": 131072, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-         "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
-         "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}, "
-         "\"hidden_act\": \"silu\", \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
-}
 
 // Random bf16 weights with Llama-like scales, one tensor at a time into the list.
 void generate_base(const fs::path& dir, const Shape& s) {
@@ -97,7 +82,7 @@ void generate_base(const fs::path& dir, const Shape& s) {
   }
   add("model.norm.weight", {s.d}, 0.05, 1.0);
   fs::create_directories(dir);
-  write_file_atomic(dir / "config.json", config_json(s));
+  write_file_atomic(dir / "config.json", aquin::bench::llama_config_json(s));
   write_safetensors(dir / "model.safetensors", t, {{"format", "pt"}});
 }
 
@@ -205,60 +190,21 @@ double forward_flops(const Shape& s, int64_t layers, bool logits) {
 // and only runs side by side in time compare fairly.
 class Reference {
  public:
-  Reference(const std::vector<std::string>& argv) {
-    int to_child[2], from_child[2];
-    if (pipe(to_child) != 0 || pipe(from_child) != 0) throw std::runtime_error("pipe failed");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(to_child[0], 0);
-      dup2(from_child[1], 1);
-      for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) close(fd);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    to_ = fdopen(to_child[1], "w");
-    from_ = fdopen(from_child[0], "r");
-  }
-  ~Reference() {
-    if (to_) fclose(to_);
-    if (from_) fclose(from_);
-    if (pid_ > 0 && !reaped_) waitpid(pid_, nullptr, 0);
-  }
-  std::string line() {
-    char buf[4096];
-    if (!std::fgets(buf, sizeof buf, from_)) throw std::runtime_error("the reference exited early");
-    std::string s = buf;
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    return s;
-  }
+  explicit Reference(const std::string& cmd) : child_(cmd) {}
+  std::string line() { return child_.line(); }
   double forward() {
-    std::fputs("forward\n", to_);
-    std::fflush(to_);
-    return std::stod(line());
+    child_.send("forward");
+    return std::stod(child_.line());
   }
   /// Ends the session; returns the final JSON line and the child's peak RSS in MB.
   std::pair<std::string, double> finish() {
-    std::fputs("done\n", to_);
-    std::fflush(to_);
-    std::string summary = line();
-    int status = 0;
-    struct rusage ru {};
-    wait4(pid_, &status, 0, &ru);
-    reaped_ = true;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("the reference failed");
-    return {summary, ru.ru_maxrss / 1024.0};
+    child_.send("done");
+    std::string summary = child_.line();
+    return {summary, child_.finish()};
   }
 
  private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
+  aquin::bench::LineChild child_;
 };
 
 ForwardRequest full_request(const at::Tensor& ids) {
@@ -349,8 +295,8 @@ int main(int argc, char** argv) {
     const fs::path ids_file = dir / "ids.safetensors", ref_out = dir / "reference_out.safetensors";
     if (reference) {
       write_safetensors(ids_file, {{"input_ids", ids}});
-      ref.emplace(std::vector<std::string>{"/usr/bin/python3", AQUIN_BENCH_LLM_REFERENCE, base.string(), ids_file.string(),
-                                           ref_out.string(), "--threads", std::to_string(threads), "--serve"});
+      ref.emplace("/usr/bin/python3 '" + std::string(AQUIN_BENCH_LLM_REFERENCE) + "' '" + base.string() + "' '" +
+                  ids_file.string() + "' '" + ref_out.string() + "' --threads " + std::to_string(threads) + " --serve");
       if (ref->line() != "ready") throw std::runtime_error("the reference did not start");
     }
     ForwardRequest full_bf16 = full;

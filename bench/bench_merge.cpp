@@ -39,20 +39,9 @@ using aquin::bench::measure;
 
 namespace {
 
-struct Shape {
-  int layers = 16;
-  int64_t d = 2048, heads = 32, kv_heads = 8, mlp = 8192, vocab = 128256;
+struct Shape : aquin::bench::LlamaShape {
   int64_t rank = 16;
 };
-
-std::string config_json(const Shape& s) {
-  return "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": " + std::to_string(s.d) +
-         ", \"intermediate_size\": " + std::to_string(s.mlp) + ", \"num_attention_heads\": " + std::to_string(s.heads) +
-         ", \"num_key_value_heads\": " + std::to_string(s.kv_heads) + ", \"num_hidden_layers\": " + std::to_string(s.layers) +
-         ", \"vocab_size\": " + std::to_string(s.vocab) +
-         ", \"max_position_embeddings\": 131072, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-         "\"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
-}
 
 // A Gaussian bulk (entries ~ scale) plus 48 spikes from 5× down to ~1× the bulk's edge.
 at::Tensor spiked(int64_t rows, int64_t cols, double scale) {
@@ -104,7 +93,7 @@ void generate(const fs::path& dir, const Shape& s) {
     }
     t.emplace_back("model.norm.weight", (1 + 0.05 * at::randn({s.d})).to(at::kBFloat16));
     fs::create_directories(base);
-    aquin::write_file_atomic(base / "config.json", config_json(s));
+    aquin::write_file_atomic(base / "config.json", aquin::bench::llama_config_json(s));
     aquin::write_safetensors(base / "model.safetensors", t, {{"format", "pt"}});
   }
   if (!fs::exists(lora / "adapter_model.safetensors")) {

@@ -43,19 +43,18 @@ using aquin::bench::measure;
 
 namespace {
 
-struct Shape {
-  int layers = 4;
-  int64_t d = 512, heads = 8, kv_heads = 4, mlp = 1408, vocab = 8192;
+// A small Llama (4 layers, d 512), so that 20 checkpoints stay quick to make and to read.
+struct Shape : aquin::bench::LlamaShape {
+  Shape() {
+    layers = 4;
+    d = 512;
+    heads = 8;
+    kv_heads = 4;
+    mlp = 1408;
+    vocab = 8192;
+    max_positions = 4096;
+  }
 };
-
-std::string config_json(const Shape& s) {
-  return "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": " + std::to_string(s.d) +
-         ", \"intermediate_size\": " + std::to_string(s.mlp) + ", \"num_attention_heads\": " + std::to_string(s.heads) +
-         ", \"num_key_value_heads\": " + std::to_string(s.kv_heads) + ", \"num_hidden_layers\": " + std::to_string(s.layers) +
-         ", \"vocab_size\": " + std::to_string(s.vocab) +
-         ", \"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-         "\"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
-}
 
 fs::path checkpoint_dir(const fs::path& dir, int i) { return dir / "run" / ("checkpoint-" + std::to_string(100 * (i + 1))); }
 
@@ -98,7 +97,7 @@ void generate(const fs::path& dir, const Shape& s, int n) {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& p : params) tensors.emplace_back(p.name, value_of(p).to(at::kBFloat16));
     fs::create_directories(folder);
-    aquin::write_file_atomic(folder / "config.json", config_json(s));
+    aquin::write_file_atomic(folder / "config.json", aquin::bench::llama_config_json(s));
     aquin::write_safetensors(folder / "model.safetensors", tensors, {{"format", "pt"}});
   };
   save(dir / "base", [](const Param& p) { return p.w; });

@@ -32,19 +32,7 @@ using aquin::bench::measure;
 
 namespace {
 
-struct Shape {
-  int layers = 16;
-  int64_t d = 2048, heads = 32, kv_heads = 8, mlp = 8192, vocab = 128256;
-};
-
-std::string config_json(const Shape& s) {
-  return "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": " + std::to_string(s.d) +
-         ", \"intermediate_size\": " + std::to_string(s.mlp) + ", \"num_attention_heads\": " + std::to_string(s.heads) +
-         ", \"num_key_value_heads\": " + std::to_string(s.kv_heads) + ", \"num_hidden_layers\": " + std::to_string(s.layers) +
-         ", \"vocab_size\": " + std::to_string(s.vocab) +
-         ", \"max_position_embeddings\": 131072, \"rms_norm_eps\": 1e-05, \"rope_theta\": 500000.0, "
-         "\"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
-}
+using Shape = aquin::bench::LlamaShape;
 
 // Base weights with Llama-like scales; the fine-tune adds a dense change (~1% of each weight's
 // scale) plus a rank-8 component, then rounds to bf16 as a merged checkpoint would be.
@@ -78,7 +66,7 @@ void generate(const fs::path& dir, const Shape& s) {
   add("model.norm.weight", {s.d}, 0.05);
   for (const char* side : {"base", "ft"}) {
     fs::create_directories(dir / side);
-    aquin::write_file_atomic(dir / side / "config.json", config_json(s));
+    aquin::write_file_atomic(dir / side / "config.json", aquin::bench::llama_config_json(s));
   }
   aquin::write_safetensors(dir / "base" / "model.safetensors", base, {{"format", "pt"}});
   base.clear();

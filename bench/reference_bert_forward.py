@@ -14,29 +14,14 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-
-def load_safetensors(path):
-    """Whole-file load (no safetensors package on Debian 12)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = bytearray(f.read())
-    dtypes = {"F32": (torch.float32, 4), "I64": (torch.int64, 8)}
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        dtype, size = dtypes[e["dtype"]]
-        out[name] = torch.frombuffer(data, dtype=dtype, count=(end - b) // size, offset=b).reshape(e["shape"])
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from make_model_fixtures import read_safetensors as load_safetensors  # noqa: E402  (one safetensors reader)
 
 
 def forward(sd, cfg, ids, mask, contiguous=False):

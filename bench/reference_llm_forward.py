@@ -18,43 +18,14 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"BF16": (torch.bfloat16, 2), "F16": (torch.float16, 2), "F32": (torch.float32, 4), "I64": (torch.int64, 8)}
-
-
-def load_safetensors(path):
-    """Whole-file load of a safetensors file (no safetensors package on Debian 12)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = bytearray(f.read())
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        dtype, size = DTYPES[e["dtype"]]
-        out[name] = torch.frombuffer(data, dtype=dtype, count=(end - b) // size, offset=b).reshape(e["shape"])
-    return out
-
-
-def save_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        raw = t.contiguous().view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from make_model_fixtures import read_safetensors as load_safetensors, write_safetensors  # noqa: E402
 
 
 def inv_freq(cfg, dim):
@@ -163,7 +134,7 @@ def main():
     else:
         for _ in range(a.repeats):
             timed()
-    save_safetensors(a.out, {"last_resid_post": post[:, -1].contiguous(), "last_logits": logits[:, -1].contiguous()})
+    write_safetensors(a.out, {"last_resid_post": post[:, -1].contiguous(), "last_logits": logits[:, -1].contiguous()})
     print(json.dumps({"load_s": load_s, "best_s": min(times) if times else None, "times_s": times}), flush=True)
 
 

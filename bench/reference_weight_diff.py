@@ -8,28 +8,13 @@ max |delta| and torch.linalg.svdvals for the spectral norm and stable rank. Prin
 import argparse
 import json
 import os
-import struct
+import sys
 import time
 
 import torch
 
-
-def load_safetensors(path):
-    """Whole-file load of a safetensors file (no safetensors package on Debian 12)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = bytearray(f.read())
-    dtypes = {"BF16": (torch.bfloat16, 2), "F16": (torch.float16, 2), "F32": (torch.float32, 4)}
-    out = {}
-    for name, e in header.items():
-        if name == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        dtype, size = dtypes[e["dtype"]]
-        t = torch.frombuffer(data, dtype=dtype, count=(end - b) // size, offset=b)
-        out[name] = t.reshape(e["shape"])
-    return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from make_model_fixtures import read_safetensors as load_safetensors  # noqa: E402  (one safetensors reader)
 
 
 def main():

@@ -51,6 +51,30 @@ std::map<std::string, Group> groups_of(const WeightDiff& wd, Value value) {
   return out;
 }
 
+// Scores every group of `value`'s peer groups with at least min_peers members by the robust z of
+// its log values (groups too small are noted), records each member's group in `scores`, and calls
+// visit(member, z, peer_median, group_name, group_size, its MatrixScores).
+template <class Value, class Visit>
+void score_peer_groups(const WeightDiff& wd, Value value, const Thresholds& t, SignalResult& out, ScoreTable& scores,
+                       Visit visit) {
+  for (const auto& [name, g] : groups_of(wd, value)) {
+    if (static_cast<int64_t>(g.members.size()) < t.min_peers) {
+      out.notes.push_back(too_few(name, g.members.size(), t));
+      continue;
+    }
+    double med = 0;
+    const std::vector<double> z = robust_z(g.logs, kMinLogSpread, &med);
+    out.evaluated += static_cast<int>(z.size());
+    for (std::size_t i = 0; i < z.size(); ++i) {
+      const MatrixDiff& m = *g.members[i];
+      MatrixScores& s = scores[m.param];
+      s.peer_group = name;
+      s.peers = static_cast<int>(g.members.size());
+      visit(m, z[i], std::exp(med), name, g.members.size(), s);
+    }
+  }
+}
+
 }  // namespace
 
 bool measurable(const MatrixDiff& m) {
@@ -138,37 +162,22 @@ SignalResult stable_rank_reasons(const WeightDiff& wd, const Thresholds& t, Scor
     out.notes.push_back(std::to_string(small_rank) + " LoRA module(s) of rank below " + std::to_string(kMinLoraRank) +
                         " not scored (their stable rank cannot tell noise from a trained update)");
   // Merged: no rank to compare with, so each matrix is compared with the same weight in other layers.
-  const auto groups = groups_of(wd, [](const MatrixDiff& m) {
-    return !m.lora && is_matrix(m) ? m.stable_rank : kNaN;
-  });
-  for (const auto& [name, g] : groups) {
-    if (static_cast<int64_t>(g.members.size()) < t.min_peers) {
-      out.notes.push_back(too_few(name, g.members.size(), t));
-      continue;
-    }
-    double med = 0;
-    const std::vector<double> z = robust_z(g.logs, kMinLogSpread, &med);
-    out.evaluated += static_cast<int>(z.size());
-    for (std::size_t i = 0; i < z.size(); ++i) {
-      const MatrixDiff& m = *g.members[i];
-      MatrixScores& s = scores[m.param];
-      s.stable_rank_z = z[i];
-      s.peer_group = name;
-      s.peers = static_cast<int>(g.members.size());
-      if (z[i] <= t.stable_rank_z) continue;
-      Reason r;
-      r.signal = "stable_rank_z";
-      r.param = m.param;
-      r.value = z[i];
-      r.threshold = t.stable_rank_z;
-      r.severity = "warn";
-      r.detail = "stable rank " + g4(m.stable_rank) + " against a median of " + g4(std::exp(med)) + " over " +
-                 std::to_string(g.members.size()) + " " + name + ": a noise-like change in this layer";
-      r.figures = {{"stable_rank", m.stable_rank}, {"peer_median", std::exp(med)},
-                   {"peers", static_cast<double>(g.members.size())}};
-      out.reasons.push_back(std::move(r));
-    }
-  }
+  score_peer_groups(
+      wd, [](const MatrixDiff& m) { return !m.lora && is_matrix(m) ? m.stable_rank : kNaN; }, t, out, scores,
+      [&](const MatrixDiff& m, double z, double median, const std::string& name, std::size_t peers, MatrixScores& s) {
+        s.stable_rank_z = z;
+        if (z <= t.stable_rank_z) return;
+        Reason r;
+        r.signal = "stable_rank_z";
+        r.param = m.param;
+        r.value = z;
+        r.threshold = t.stable_rank_z;
+        r.severity = "warn";
+        r.detail = "stable rank " + g4(m.stable_rank) + " against a median of " + g4(median) + " over " +
+                   std::to_string(peers) + " " + name + ": a noise-like change in this layer";
+        r.figures = {{"stable_rank", m.stable_rank}, {"peer_median", median}, {"peers", static_cast<double>(peers)}};
+        out.reasons.push_back(std::move(r));
+      });
   return out;
 }
 
@@ -197,36 +206,23 @@ SignalResult collapse_reasons(const WeightDiff& wd, const Thresholds& t) {
 
 SignalResult outlier_reasons(const WeightDiff& wd, const Thresholds& t, ScoreTable& scores) {
   SignalResult out;
-  const auto groups = groups_of(wd, [](const MatrixDiff& m) { return m.relative; });
-  for (const auto& [name, g] : groups) {
-    if (static_cast<int64_t>(g.members.size()) < t.min_peers) {
-      out.notes.push_back(too_few(name, g.members.size(), t));
-      continue;
-    }
-    double med = 0;
-    const std::vector<double> z = robust_z(g.logs, kMinLogSpread, &med);
-    out.evaluated += static_cast<int>(z.size());
-    for (std::size_t i = 0; i < z.size(); ++i) {
-      const MatrixDiff& m = *g.members[i];
-      MatrixScores& s = scores[m.param];
-      s.relative_z = z[i];
-      s.peer_group = name;
-      s.peers = static_cast<int>(g.members.size());
-      if (z[i] <= t.outlier_z) continue;
-      const bool fail = z[i] > t.outlier_fail_z;
-      Reason r;
-      r.signal = "relative_change_outlier";
-      r.param = m.param;
-      r.value = z[i];
-      r.threshold = fail ? t.outlier_fail_z : t.outlier_z;
-      r.severity = fail ? "fail" : "warn";
-      r.detail = "‖ΔW‖/‖W‖ = " + g4(m.relative) + ", " + g4(m.relative / std::exp(med)) + "× the median of " +
-                 std::to_string(g.members.size()) + " " + name;
-      r.figures = {{"relative", m.relative}, {"peer_median", std::exp(med)},
-                   {"peers", static_cast<double>(g.members.size())}};
-      out.reasons.push_back(std::move(r));
-    }
-  }
+  score_peer_groups(
+      wd, [](const MatrixDiff& m) { return m.relative; }, t, out, scores,
+      [&](const MatrixDiff& m, double z, double median, const std::string& name, std::size_t peers, MatrixScores& s) {
+        s.relative_z = z;
+        if (z <= t.outlier_z) return;
+        const bool fail = z > t.outlier_fail_z;
+        Reason r;
+        r.signal = "relative_change_outlier";
+        r.param = m.param;
+        r.value = z;
+        r.threshold = fail ? t.outlier_fail_z : t.outlier_z;
+        r.severity = fail ? "fail" : "warn";
+        r.detail = "‖ΔW‖/‖W‖ = " + g4(m.relative) + ", " + g4(m.relative / median) + "× the median of " +
+                   std::to_string(peers) + " " + name;
+        r.figures = {{"relative", m.relative}, {"peer_median", median}, {"peers", static_cast<double>(peers)}};
+        out.reasons.push_back(std::move(r));
+      });
   return out;
 }
 

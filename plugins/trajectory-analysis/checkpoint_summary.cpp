@@ -19,22 +19,6 @@ namespace {
 
 bool counted(const MatrixDiff& m) { return m.status == "ok" && std::isfinite(m.delta_norm); }
 
-// As weight-diff does without --keep-going: tensors of another shape (another base model?) or with
-// NaN/Inf values leave the checkpoint without a meaningful total, so the row fails, naming them.
-void refuse_broken(const WeightDiff& wd, const fs::path& path) {
-  const MatrixDiff* first = nullptr;
-  int count = 0;
-  for (const auto& m : wd.matrices) {
-    if (m.status != "shape_mismatch" && m.status != "non_finite") continue;
-    if (first == nullptr) first = &m;
-    ++count;
-  }
-  if (first == nullptr) return;
-  std::string msg = first->status == "shape_mismatch" ? "shape mismatch with the base model: " : "non-finite weights: ";
-  msg += first->param + " " + first->detail;
-  if (count > 1) msg += " (and " + std::to_string(count - 1) + " more)";
-  throw InputError(path.string(), msg);
-}
 
 // The middle value, or the mean of the two middle values.
 double median(std::vector<double> v) {
@@ -131,7 +115,8 @@ Row analyse_checkpoint(const fs::path& path, const std::string& label, const Ten
     row.step = ck.step;
     row.step_source = ck.step ? ck.step_source : "";
     WeightDiff wd = compute_weight_diff(base, ck, family, opts);
-    refuse_broken(wd, path);
+    // As weight-diff does without --keep-going: the row fails, naming the broken tensors.
+    if (const std::string broken = broken_tensors_message(wd); !broken.empty()) throw InputError(path.string(), broken);
     summarise(wd, ck, top, row);
     row.warnings = ck.warnings;
     row.warnings.insert(row.warnings.end(), wd.warnings.begin(), wd.warnings.end());

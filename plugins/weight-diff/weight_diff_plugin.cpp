@@ -16,18 +16,8 @@ using namespace aquin;
 // A checkpoint with tensors of the wrong shape (another base model?) or NaN/Inf values has no
 // meaningful norms: by default that is an input error naming the first offenders.
 void refuse_broken(const WeightDiff& wd, const Checkpoint& ck) {
-  const MatrixDiff* first = nullptr;
-  int count = 0;
-  for (const auto& m : wd.matrices) {
-    if (m.status != "shape_mismatch" && m.status != "non_finite") continue;
-    if (first == nullptr) first = &m;
-    ++count;
-  }
-  if (first == nullptr) return;
-  std::string msg = first->status == "shape_mismatch" ? "shape mismatch with the base model: " : "non-finite weights: ";
-  msg += first->param + " " + first->detail;
-  if (count > 1) msg += " (and " + std::to_string(count - 1) + " more)";
-  throw InputError(ck.path.string(), msg + "; --keep-going lists them in the export instead");
+  const std::string broken = broken_tensors_message(wd);
+  if (!broken.empty()) throw InputError(ck.path.string(), broken + "; --keep-going lists them in the export instead");
 }
 
 class WeightDiffAnalyzer {

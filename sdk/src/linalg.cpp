@@ -10,6 +10,8 @@
 // missed top direction astronomically unlikely.
 #include "aquin/sdk/linalg.hpp"
 
+#include "matrix_checks.hpp"
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -60,14 +62,7 @@ constexpr int64_t kMaxCopyBytes = int64_t{1} << 30;
 const at::TensorOptions kF64 = at::TensorOptions().dtype(at::kDouble);
 constexpr double kPi = 3.14159265358979323846;
 
-void check_matrix(const at::Tensor& t, const char* fn, const char* arg) {
-  if (!t.defined() || t.dim() != 2)
-    throw std::invalid_argument(std::string(fn) + ": " + arg + " must be a 2-D tensor, got " +
-                                (t.defined() ? std::to_string(t.dim()) + "-D" : "undefined"));
-  if (!at::isFloatingType(t.scalar_type()))
-    throw std::invalid_argument(std::string(fn) + ": " + arg + " must be floating, got " +
-                                c10::toString(t.scalar_type()));
-}
+using detail::check_matrix;
 
 // max |t|, read in row chunks in the storage dtype (fp16 chunks go through fp32: ATen 1.13 has no
 // fp16 min/max kernel), so no full-size temporary is made; NaN or Inf anywhere throws.

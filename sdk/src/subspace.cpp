@@ -15,6 +15,8 @@
 // second, related matrix (W + ΔW after W) begin where the first ended.
 #include "aquin/sdk/subspace.hpp"
 
+#include "matrix_checks.hpp"
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -35,14 +37,7 @@ const at::TensorOptions kF64 = at::TensorOptions().dtype(at::kDouble);
 // few enough chunks that the per-GEMM threading overhead stays small.
 constexpr int64_t kChunkBytes = int64_t{8} << 20;
 
-void check_matrix(const at::Tensor& t, const char* fn, const char* arg) {
-  if (!t.defined() || t.dim() != 2)
-    throw std::invalid_argument(std::string(fn) + ": " + arg + " must be a 2-D tensor, got " +
-                                (t.defined() ? std::to_string(t.dim()) + "-D" : "undefined"));
-  if (!at::isFloatingType(t.scalar_type()))
-    throw std::invalid_argument(std::string(fn) + ": " + arg + " must be floating, got " +
-                                c10::toString(t.scalar_type()));
-}
+using detail::check_matrix;
 
 void check_finite(const at::Tensor& t, const char* fn, const char* what) {
   if (t.numel() > 0 && !at::isfinite(t).all().item<bool>())

@@ -453,4 +453,19 @@ WeightDiff compute_weight_diff(const TensorStore& base, const Checkpoint& ckpt, 
   return out;
 }
 
+std::string broken_tensors_message(const WeightDiff& wd) {
+  const MatrixDiff* first = nullptr;
+  int count = 0;
+  for (const auto& m : wd.matrices) {
+    if (m.status != "shape_mismatch" && m.status != "non_finite") continue;
+    if (first == nullptr) first = &m;
+    ++count;
+  }
+  if (first == nullptr) return "";
+  std::string msg = first->status == "shape_mismatch" ? "shape mismatch with the base model: " : "non-finite weights: ";
+  msg += first->param + " " + first->detail;
+  if (count > 1) msg += " (and " + std::to_string(count - 1) + " more)";
+  return msg;
+}
+
 }  // namespace aquin

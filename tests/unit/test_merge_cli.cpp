@@ -273,7 +273,7 @@ TEST_F(MergeCliBehavioral, LoraScoresMatchGoldenAndFeedTheVerdict) {
   EXPECT_EQ(doc["mergeVerdict"].GetString(), std::string("fail"));
   const auto& rows = doc["behavioral_scores"]["per_prompt"];
   ASSERT_EQ(rows.Size(), golden["prompts"].Size());
-  double mean_kl = 0;
+  double mean_kl = 0, mean_edit = 0, agree = 0;
   for (rapidjson::SizeType i = 0; i < rows.Size(); ++i) {
     const auto& g = golden["prompts"][i];
     EXPECT_NEAR(rows[i]["kl"].GetDouble(), g["kl"].GetDouble(), 1e-4 * g["kl"].GetDouble()) << i;
@@ -282,7 +282,13 @@ TEST_F(MergeCliBehavioral, LoraScoresMatchGoldenAndFeedTheVerdict) {
     EXPECT_EQ(ids_of(rows[i]["ft_continuation_ids"]), ids_of(g["lora_greedy"])) << i;
     EXPECT_EQ(rows[i]["edit_distance"].GetInt(), g["edit_distance"].GetInt()) << i;
     mean_kl += g["kl"].GetDouble() / rows.Size();
+    const double len = std::max(g["base_greedy"].Size(), g["lora_greedy"].Size());
+    mean_edit += g["edit_distance"].GetDouble() / len / rows.Size();
+    agree += g["top1_agree"].GetBool() ? 1.0 / rows.Size() : 0.0;
   }
+  const auto& summary = doc["behavioral_scores"]["summary"];
+  EXPECT_DOUBLE_EQ(summary["mean_edit_fraction"].GetDouble(), mean_edit);
+  EXPECT_DOUBLE_EQ(summary["top1_agreement"].GetDouble(), agree);
   EXPECT_NEAR(doc["behavioral_scores"]["summary"]["mean_kl"].GetDouble(), mean_kl, 1e-4 * mean_kl);
   std::map<std::string, const rapidjson::Value*> by_signal;
   for (const auto& x : doc["reasons"].GetArray()) by_signal[x["signal"].GetString()] = &x;
@@ -295,6 +301,7 @@ TEST_F(MergeCliBehavioral, LoraScoresMatchGoldenAndFeedTheVerdict) {
   EXPECT_EQ((*by_signal["behavior_top1"])["value"].GetDouble(), 0.0);
   ASSERT_TRUE(by_signal.count("behavior_greedy_edit"));
   EXPECT_EQ((*by_signal["behavior_greedy_edit"])["severity"].GetString(), std::string("warn"));
+  EXPECT_DOUBLE_EQ((*by_signal["behavior_greedy_edit"])["value"].GetDouble(), mean_edit);
   EXPECT_EQ(doc["thresholds"]["behavior_kl_fail"].GetDouble(), 1.0);
 
   // Laxer behavioural thresholds from a file: no behavioural reason is left.

@@ -45,20 +45,24 @@ void read_file(const std::filesystem::path& path, FolderConfig& cfg, bool full) 
       char* end = nullptr;
       long id = std::strtol(it->name.GetString(), &end, 10);
       if (end == it->name.GetString() || *end != '\0' || id < 0) t.fail("key is not a token id");
-      AddedToken a;
-      a.id = static_cast<int32_t>(id);
-      a.content = t.str("content");
-      a.special = t.flag("special", false);
-      a.single_word = t.flag("single_word", false);
-      a.lstrip = t.flag("lstrip", false);
-      a.rstrip = t.flag("rstrip", false);
-      a.normalized = t.flag("normalized", !a.special);
-      cfg.added_tokens.push_back(a);
+      cfg.added_tokens.push_back(read_added_token(t, static_cast<int32_t>(id)));
     }
   }
 }
 
 }  // namespace
+
+AddedToken read_added_token(const Section& t, int32_t id) {
+  AddedToken a;
+  a.id = id;
+  a.content = t.str("content");
+  a.special = t.flag("special", false);
+  a.single_word = t.flag("single_word", false);
+  a.lstrip = t.flag("lstrip", false);
+  a.rstrip = t.flag("rstrip", false);
+  a.normalized = t.flag("normalized", !a.special);
+  return a;
+}
 
 FolderConfig read_folder_config(const std::filesystem::path& dir) {
   FolderConfig cfg;

@@ -134,15 +134,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& path
     if (!v->IsArray()) root.fail("\"added_tokens\" is not a list");
     for (rapidjson::SizeType i = 0; i < v->Size(); ++i) {
       Section t = root.nested((*v)[i], "added_tokens[" + std::to_string(i) + "]");
-      AddedToken a;
-      a.id = static_cast<int32_t>(t.integer("id"));
-      a.content = t.str("content");
-      a.special = t.flag("special", false);
-      a.single_word = t.flag("single_word", false);
-      a.lstrip = t.flag("lstrip", false);
-      a.rstrip = t.flag("rstrip", false);
-      a.normalized = t.flag("normalized", !a.special);
-      parts.added.add(a);
+      parts.added.add(read_added_token(t, static_cast<int32_t>(t.integer("id"))));
     }
   }
   return make_pipeline_tokenizer(std::move(parts));

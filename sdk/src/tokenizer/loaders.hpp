@@ -23,6 +23,13 @@ struct FolderConfig {
   std::vector<AddedToken> added_tokens;  ///< `added_tokens_decoder`, for the slow layouts
 };
 
+class Section;
+
+/// One added token as both tokenizer.json's `added_tokens` and tokenizer_config.json's
+/// `added_tokens_decoder` write it (content, special, single_word, lstrip, rstrip, normalized;
+/// normalized defaults to !special), with the id given.
+AddedToken read_added_token(const Section& t, int32_t id);
+
 /// Reads the config files of `dir` that exist; a malformed one throws InputError("<file>: ...").
 FolderConfig read_folder_config(const std::filesystem::path& dir);
 

@@ -81,6 +81,11 @@ struct WeightDiff {
 BOOST_SYMBOL_VISIBLE WeightDiff compute_weight_diff(const TensorStore& base, const Checkpoint& ckpt,
                                                     const std::string& family, const WeightDiffOptions& opts = {});
 
+/// "" when every tensor was compared; else one line naming the first tensor of another shape
+/// (another base model?) or with NaN/Inf values, and how many more there are. Such a checkpoint has
+/// no meaningful norms: commands that refuse it put this line in their InputError.
+BOOST_SYMBOL_VISIBLE std::string broken_tensors_message(const WeightDiff& wd);
+
 /// Expected Frobenius norm of the error made by rounding `values` to `dtype` (BF16 or F16):
 /// sqrt(Σ ulp(v)² / 12). Zero for other dtypes.
 BOOST_SYMBOL_VISIBLE double rounding_noise_floor(const at::Tensor& values, DType dtype);
