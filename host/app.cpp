@@ -5,6 +5,7 @@
 #include "registry.hpp"
 #include "render.hpp"
 #include "runtime_info.hpp"
+#include "sae_catalog.hpp"
 #include "session.hpp"
 
 #include <aquin/sdk/atomic_file.hpp>
@@ -12,10 +13,13 @@
 #include <aquin/sdk/json.hpp>
 #include <aquin/sdk/model_runtime.hpp>
 #include <aquin/sdk/plugin.hpp>
+#include <aquin/sdk/progress.hpp>
+#include <aquin/sdk/sae.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cctype>
 #include <iostream>
 #include <iterator>
@@ -69,12 +73,22 @@ Globals split_globals(int argc, char** argv) {
   return g;
 }
 
+// "sae-diff" is typed "sae diff": a command of two words is one plugin with a dash.
+std::string display_command(const std::string& name) {
+  if (name.rfind("sae-", 0) == 0) return "sae " + name.substr(4);
+  return name;
+}
+
 void usage(std::ostream& out, const PluginRegistry& reg) {
   out << "usage: aquin [--plugin-dir DIR] [--threads N] [--log-level LEVEL] <command> [options]\n\n"
          "commands:\n";
   for (const auto& p : reg.plugins())
-    if (p.kind == "analyzer") out << "  " << p.name << std::string(p.name.size() < 22 ? 22 - p.name.size() : 1, ' ') << p.summary << "\n";
+    if (p.kind == "analyzer") {
+      const std::string shown = display_command(p.name);
+      out << "  " << shown << std::string(shown.size() < 29 ? 29 - shown.size() : 1, ' ') << p.summary << "\n";
+    }
   out << "  session start|show|list|use  the base model of a session\n"
+         "  load sae SLUG|PATH [--layer L]  attach an SAE to the session (catalog/saes.json slugs, or a folder)\n"
          "  plugins                      list plugins found and refused\n"
          "  tools                        every agent tool with its JSON Schema\n"
          "  tool NAME [--input JSON]     run an agent tool (JSON input from --input or stdin)\n"
@@ -164,6 +178,13 @@ int cmd_session(const std::vector<std::string>& args, const PluginRegistry& reg)
               << "  family  " << s.family << " (" << s.model_type << ", " << s.kind << ")\n"
               << "  created " << s.created << "\n"
               << "  folder  " << s.dir.string() << "\n";
+    if (s.sae)
+      std::cout << "  sae     " << s.sae->source << " (" << s.sae->format << ", " << s.sae->architecture
+                << (s.sae->k > 0 ? " k=" + std::to_string(s.sae->k) : "") << ", d_in " << s.sae->d_in << ", d_sae "
+                << s.sae->d_sae << ") at " << s.sae->hook << ", layer " << s.sae->layer << "\n"
+                << "          " << s.sae->path << "\n";
+    else
+      std::cout << "  sae     none (aquin load sae SLUG|PATH)\n";
     return kExitOk;
   }
   if (verb == "list") {
@@ -180,6 +201,78 @@ int cmd_session(const std::vector<std::string>& args, const PluginRegistry& reg)
     return kExitOk;
   }
   throw UsageError("unknown session command '" + verb + "' (start, show, list, use)");
+}
+
+// The hooks a model kind offers SAEs (the model adapters' hook points, by pattern).
+bool hook_offered(const ModelInfo& base, const std::string& hook) {
+  const int64_t layer = hook_layer(hook);
+  if (layer < 0 || layer >= base.n_layers) return false;
+  const std::string rest = hook.substr(hook.find('.', 7) + 1);
+  if (base.kind == "embedding") return rest == "hook_resid_post";
+  return rest == "hook_resid_pre" || rest == "hook_resid_mid" || rest == "hook_resid_post";
+}
+
+int cmd_load(const std::vector<std::string>& args, const PluginRegistry& reg) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] != "sae") {
+    std::cout << "usage: aquin load sae SLUG|PATH [--layer L] [--session ID]\n"
+                 "  SLUG: a catalog/saes.json slug such as llama-3.2-1b-l8 or gte-small-l11, found in\n"
+                 "        $AQUIN_SAES/<slug>/ or the Hugging Face cache; PATH: an SAE folder (SAELens, sparsify, aquin)\n";
+    if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) return kExitOk;
+    if (!args.empty()) throw UsageError("unknown `load` target '" + args[0] + "' (sae)");
+    return kExitInput;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  std::string what;
+  if (!rest.empty() && rest[0].rfind("--", 0) != 0) {
+    what = rest[0];
+    rest.erase(rest.begin());
+  }
+  OptionSpec layer_opt = make_option("layer", OptionType::Int, "L", "layer");
+  OptionSpec session_opt = make_option("session", OptionType::String, "ID", "session");
+  Args a = parse_cli({layer_opt, session_opt}, rest);
+  if (what.empty()) throw UsageError("usage: aquin load sae SLUG|PATH [--layer L]");
+  Session s = load_session(a.opt_str("session").value_or(""));
+  ModelInfo base = describe_model(s.model, s.path, reg, load_catalog());
+  const auto catalog = load_sae_catalog();
+  std::optional<int64_t> layer;
+  if (a.has("layer")) layer = a.integer("layer");
+  if (auto m = match_sae_slug(what, catalog); m && !std::filesystem::exists(what)) {
+    if (layer && m->layer >= 0 && *layer != m->layer)
+      throw UsageError("--layer " + std::to_string(*layer) + " disagrees with slug " + what);
+    if (!m->entry.model.empty() && m->entry.model != s.model)
+      spdlog::warn("SAE {} was trained on {}; the session's model is {}", what, m->entry.model, s.model);
+  }
+  fs::path path = resolve_sae(what, catalog);
+  Sae sae = Sae::load(path, layer);
+  const SaeInfo& si = sae.info();
+  if (si.d_in != base.d_model)
+    throw InputError(si.path, "the SAE's d_in is " + std::to_string(si.d_in) + " but the session's model (" + s.model +
+                                  ") has d_model " + std::to_string(base.d_model));
+  if (!hook_offered(base, si.hook))
+    throw InputError(si.path, "the SAE reads hook '" + si.hook + "', which the model (" + base.model_type + ", " +
+                                  std::to_string(base.n_layers) + " layers) does not offer; it offers " +
+                                  (base.kind == "embedding" ? "blocks.{L}.hook_resid_post"
+                                                            : "blocks.{L}.hook_resid_pre, _mid, _post") +
+                                  " (L = 0.." + std::to_string(base.n_layers - 1) + ")");
+  SessionSae rec;
+  rec.source = what;
+  rec.path = si.path;
+  rec.format = si.format;
+  rec.architecture = si.architecture;
+  rec.hook = si.hook;
+  rec.layer = si.layer;
+  rec.d_in = si.d_in;
+  rec.d_sae = si.d_sae;
+  rec.k = si.k;
+  s.sae = rec;
+  save_session(s);
+  std::cout << "session " << s.id << ": SAE " << what << " loaded\n"
+            << "  " << si.format << ", " << si.architecture << (si.k > 0 ? " k=" + std::to_string(si.k) : "") << ", d_in "
+            << si.d_in << ", d_sae " << si.d_sae << ", hook " << si.hook << "\n"
+            << "  encode: " << sae.encode_rule() << "\n"
+            << "  folder: " << si.path << "\n";
+  for (const auto& n : si.notes) std::cout << "  note: " << n << "\n";
+  return kExitOk;
 }
 
 std::string default_label(const std::string& command, const Args& args) {
@@ -262,12 +355,41 @@ class AdapterModelLoader final : public ModelLoader {
 
 // Runs an analyzer with parsed Args; prints text or JSON; saves. Returns the exit code.
 int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Globals& g, const PluginRegistry& reg) {
+  // --output json prints the export; --output FILE.json writes it; progress never mixes with JSON.
+  std::optional<fs::path> output_file;
+  if (args.has("output")) {
+    const std::string o = args.str("output");
+    if (o != "text" && o != "json") {
+      if (o.size() < 6 || o.compare(o.size() - 5, 5, ".json") != 0)
+        throw UsageError("option --output: expected text, json, or a file name ending in .json, got '" + o + "'");
+      output_file = o;
+    }
+  }
+  set_progress_enabled(!json_out);
   RunContext ctx;
   ctx.command = plugin.name;
   ctx.threads = configure_threads(g.threads);
   std::optional<Session> session;
   std::unique_ptr<AdapterModelLoader> loader;
-  if (plugin.spec.needs_base_model) {
+  // A command that declares --model may run without a session: the model named replaces the session's.
+  const bool model_flag = args.has("model") && std::any_of(plugin.spec.options.begin(), plugin.spec.options.end(),
+                                                           [](const OptionSpec& o) { return o.name == "model"; });
+  if (plugin.spec.needs_base_model && model_flag) {
+    const auto catalog = load_catalog();
+    const std::string model = args.str("model");
+    ctx.base = describe_model(model, resolve_model_path(model, catalog), reg, catalog);
+    loader = std::make_unique<AdapterModelLoader>(reg, ctx.base);
+    ctx.models = loader.get();
+    if (auto id = args.opt_str("session"); id || current_session_id()) {
+      try {
+        session = load_session(id.value_or(""));
+        ctx.session_id = session->id;
+        ctx.session_dir = session->dir;
+      } catch (const InputError&) {
+        if (id) throw;
+      }
+    }
+  } else if (plugin.spec.needs_base_model) {
     session = load_session(args.opt_str("session").value_or(""));
     ctx.session_id = session->id;
     ctx.session_dir = session->dir;
@@ -283,6 +405,11 @@ int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Gl
       if (id) throw;
     }
   }
+  // The session's SAE goes with it only when the session's own model is the base.
+  if (session && session->sae && !(model_flag && args.str("model") != session->model)) {
+    ctx.sae_path = session->sae->path;
+    ctx.sae_layer = session->sae->layer;
+  }
   // Resolve the export path before running, so a bad --save fails fast and nothing is half-written.
   std::optional<fs::path> save_to;
   if (args.has("save")) save_to = export_path(args.str("save"), plugin.name, default_label(plugin.name, args), ctx);
@@ -297,11 +424,13 @@ int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Gl
   rapidjson::Document doc = assemble_export(plugin, ctx, args, result);
   const std::string text = json::to_text(doc);
   if (save_to) write_file_atomic(*save_to, text + "\n");
+  if (output_file) write_file_atomic(*output_file, text + "\n");
   if (json_out) {
     std::cout << text << "\n";
   } else {
-    render_result(std::cout, plugin.name, result);
+    render_result(std::cout, display_command(plugin.name), result);
     if (save_to) std::cout << "\nexport saved: " << save_to->string() << "\n";
+    if (output_file) std::cout << "\nexport written: " << output_file->string() << "\n";
   }
   if (session) {
     rapidjson::Document ev(rapidjson::kObjectType);
@@ -358,7 +487,22 @@ int run_app(int argc, char** argv) {
     if (command == "tools") return cmd_tools(reg);
     if (command == "tool") return cmd_tool(rest, g, reg);
     if (command == "session") return cmd_session(rest, reg);
-    const PluginEntry* p = reg.analyzer(command);
+    if (command == "load") return cmd_load(rest, reg);
+    std::string name = command;
+    // `aquin sae diff ...` runs the plugin "sae-diff".
+    if (command == "sae") {
+      if (rest.empty() || rest[0] == "--help" || rest[0] == "-h") {
+        std::cout << "usage: aquin sae VERB [options]; verbs:";
+        for (const auto& pl : reg.plugins())
+          if (pl.kind == "analyzer" && pl.name.rfind("sae-", 0) == 0) std::cout << " " << pl.name.substr(4);
+        std::cout << "\n";
+        return rest.empty() ? kExitInput : kExitOk;
+      }
+      name = "sae-" + rest[0];
+      rest.erase(rest.begin());
+      if (reg.analyzer(name) == nullptr) throw UsageError("unknown command 'sae " + name.substr(4) + "'; `aquin sae --help` lists the verbs");
+    }
+    const PluginEntry* p = reg.analyzer(name);
     if (p == nullptr) {
       std::ostringstream msg;
       msg << "unknown command '" << command << "'";
@@ -367,7 +511,7 @@ int run_app(int argc, char** argv) {
     }
     for (const auto& a : rest)
       if (a == "--help" || a == "-h") {
-        std::cout << cli_help(command, p->spec);
+        std::cout << cli_help(display_command(name), p->spec);
         return kExitOk;
       }
     Args args = parse_cli(full_options(p->spec), rest);

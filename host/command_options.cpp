@@ -32,9 +32,9 @@ std::vector<OptionSpec> common_options() {
   OptionSpec output;
   output.name = "output";
   output.default_value = "text";
-  output.choices = {"text", "json"};
+  output.value_name = "text|json|FILE.json";
   output.cli_only = true;
-  output.help = "terminal output: readable tables (text) or the JSON export (json)";
+  output.help = "readable tables (text), the JSON export on stdout (json), or the export written atomically to FILE.json";
   OptionSpec session;
   session.name = "session";
   session.value_name = "ID";

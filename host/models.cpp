@@ -50,8 +50,6 @@ std::vector<CatalogEntry> load_catalog() {
   return out;
 }
 
-namespace {
-
 fs::path hf_hub_dir() {
   if (const char* c = std::getenv("HF_HUB_CACHE")) return c;
   if (const char* h = std::getenv("HF_HOME")) return fs::path(h) / "hub";
@@ -59,6 +57,8 @@ fs::path hf_hub_dir() {
   const char* home = std::getenv("HOME");
   return fs::path(home ? home : "/root") / ".cache" / "huggingface" / "hub";
 }
+
+namespace {
 
 // The snapshot refs/main points at, else the most recently modified snapshot with a config.json.
 std::optional<fs::path> hf_snapshot(const fs::path& repo_dir) {

@@ -22,6 +22,9 @@ struct CatalogEntry {
 std::vector<CatalogEntry> load_catalog();
 std::filesystem::path catalog_path();
 
+/// The Hugging Face hub cache: $HF_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub or ~/.cache/huggingface/hub.
+std::filesystem::path hf_hub_dir();
+
 /// Resolves `model` to a folder holding config.json. Throws InputError listing every place it
 /// looked and how to fix it.
 std::filesystem::path resolve_model_path(const std::string& model, const std::vector<CatalogEntry>& catalog);

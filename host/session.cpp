@@ -50,6 +50,19 @@ void save_session(const Session& s) {
   json::put(d, "kind", json::str(s.kind, a), a);
   json::put(d, "model_type", json::str(s.model_type, a), a);
   json::put(d, "created", json::str(s.created, a), a);
+  if (s.sae) {
+    rapidjson::Value o(rapidjson::kObjectType);
+    json::put(o, "source", json::str(s.sae->source, a), a);
+    json::put(o, "path", json::str(s.sae->path, a), a);
+    json::put(o, "format", json::str(s.sae->format, a), a);
+    json::put(o, "architecture", json::str(s.sae->architecture, a), a);
+    json::put(o, "hook", json::str(s.sae->hook, a), a);
+    json::put(o, "layer", rapidjson::Value(s.sae->layer), a);
+    json::put(o, "d_in", rapidjson::Value(s.sae->d_in), a);
+    json::put(o, "d_sae", rapidjson::Value(s.sae->d_sae), a);
+    json::put(o, "k", rapidjson::Value(s.sae->k), a);
+    json::put(d, "sae", std::move(o), a);
+  }
   write_file_atomic(session_dir(s.id) / "session.json", json::to_text(d) + "\n");
   set_current_session(s.id);
 }
@@ -79,6 +92,23 @@ Session load_session(const std::string& id_in) {
   s.model_type = get("model_type");
   s.created = get("created");
   s.dir = session_dir(id);
+  if (d.HasMember("sae") && d["sae"].IsObject()) {
+    const auto& o = d["sae"];
+    auto gs = [&](const char* k) { return o.HasMember(k) && o[k].IsString() ? std::string(o[k].GetString()) : std::string(); };
+    auto gi = [&](const char* k) { return o.HasMember(k) && o[k].IsInt64() ? o[k].GetInt64() : int64_t{-1}; };
+    SessionSae sae;
+    sae.source = gs("source");
+    sae.path = gs("path");
+    sae.format = gs("format");
+    sae.architecture = gs("architecture");
+    sae.hook = gs("hook");
+    sae.layer = gi("layer");
+    sae.d_in = gi("d_in");
+    sae.d_sae = gi("d_sae");
+    sae.k = gi("k");
+    if (sae.path.empty()) throw InputError(p.string(), "\"sae\" has no \"path\"");
+    s.sae = sae;
+  }
   if (s.model.empty() || s.path.empty()) throw InputError(p.string(), "missing \"model\" or \"path\"");
   return s;
 }

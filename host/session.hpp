@@ -1,6 +1,7 @@
 // Sessions: a named base model and the exports made against it, under $AQUIN_HOME/sessions/<id>/.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -8,12 +9,20 @@
 
 namespace aquin::host {
 
+/// The SAE attached to a session (`aquin load sae`).
+struct SessionSae {
+  std::string source;  ///< what the user named: a catalog slug or a path
+  std::string path, format, architecture, hook;
+  int64_t layer = -1, d_in = 0, d_sae = 0, k = 0;
+};
+
 struct Session {
   std::string id;
   std::string model;  ///< as the user named it (slug or path)
   std::string path;   ///< resolved weights folder at start time
   std::string family, kind, model_type;
   std::string created;
+  std::optional<SessionSae> sae;
   std::filesystem::path dir;
 };
 

@@ -4,7 +4,7 @@
 Usage:
     /usr/bin/python3 scripts/make_demo_models.py --out DIR [--seed 0]
 
-What it does, in a few tens of seconds on two CPU cores:
+What it does, in well under a minute on two CPU cores:
 
   1. trains a tiny Llama-architecture causal LM (plain torch, no transformers)
      on examples/demo/corpus.txt with a byte-level tokenizer;
@@ -12,7 +12,14 @@ What it does, in a few tens of seconds on two CPU cores:
      intermediate checkpoints;
   3. trains a LoRA adapter (PEFT conventions) on the same fine-tune text with
      the base frozen;
-  4. writes everything in the formats real tools produce:
+  4. captures the base model's residual stream after decoder layer 2
+     (TransformerLens blocks.2.hook_resid_post: that layer's output, before
+     the final norm, not normalised) over bos-prefixed windows of the corpus,
+     bos position excluded, and trains a TopK sparse autoencoder on it (Gao
+     et al. 2024: d_sae 512, k 16, unit-norm decoder rows, AuxK on dead
+     latents) in about ten seconds, with its own generator, after everything
+     else, so the other outputs are the same with or without it;
+  5. writes everything in the formats real tools produce:
        DIR/base/                 Hugging Face save_pretrained directory, F32
        DIR/full-ft/              same, BF16, sharded in two + index.json
        DIR/full-ft.pt            torch.save({"step", "state_dict"})
@@ -20,6 +27,16 @@ What it does, in a few tens of seconds on two CPU cores:
        DIR/checkpoints/checkpoint-N.pt
        DIR/demo_manifest.json    paths, steps, losses, fp64 ||dW||_F values
        DIR/README.txt            the tokenizer and the layout, in words
+       DIR/sae/                  the SAE in SAELens v6 layout: cfg.json,
+                                 sae_weights.safetensors (F32 W_enc [64, 512],
+                                 W_dec [512, 64], b_enc, b_dec), and
+                                 training_log.jsonl (step, loss, fvu, l0,
+                                 dead_fraction)
+
+The SAE encodes as SAELens does for "topk" with apply_b_dec_to_input:
+h = (x - b_dec) @ W_enc + b_enc, keep the k largest of h and ReLU them;
+decode feats @ W_dec + b_dec. It is trained on the first 90% of corpus.txt;
+the last 10% is held out (its FVU is printed at the end).
 
 The output is written to DIR.tmp first and renamed over DIR at the end, so a
 rerun replaces the previous output cleanly. Everything is deterministic given
@@ -518,6 +535,234 @@ def greedy_sample(model, prompt, n=60):
 
 
 # --------------------------------------------------------------------------
+# A TopK sparse autoencoder on the base model's residual stream (Gao et al.
+# 2024, "Scaling and evaluating sparse autoencoders"; saved as SAELens v6).
+# --------------------------------------------------------------------------
+
+SAE_LAYER = 2                      # decoder layer index; its output is blocks.2.hook_resid_post
+SAE_HOOK = f"blocks.{SAE_LAYER}.hook_resid_post"
+SAE_D_SAE = 512
+SAE_K = 16
+SAE_K_AUX = CONFIG["hidden_size"] // 2
+SAE_AUX_COEF = 1.0 / 32
+SAE_CONTEXT = SEQ_LEN              # tokens per window, bos included (bos + 63 bytes)
+SAE_STRIDE = 8                     # windows start every SAE_STRIDE bytes of the corpus
+SAE_CHUNK = 128                    # windows per forward pass when capturing
+SAE_HOLDOUT = 0.1                  # the last 10% of corpus.txt is never trained on
+SAE_BATCH = 512
+SAE_STEPS = 2000
+SAE_LR = 1e-3
+SAE_LR_DECAY_FROM = 0.8            # linear decay to zero over the last 20% of steps
+SAE_DEAD_TOKENS = 200_000          # dead = not active in the last SAE_DEAD_TOKENS training vectors
+SAE_LOG_EVERY = 50
+
+
+def resid_post(model, ids, layer):
+    """The residual stream after decoder layer `layer` (TransformerLens
+    blocks.{layer}.hook_resid_post): the hidden state that layer returns,
+    before any later layer and before the final norm. ids: [b, s]."""
+    m = model.model
+    s = ids.shape[1]
+    cos, sin = m.rope_cos[:s], m.rope_sin[:s]
+    mask = torch.ones(s, s, dtype=torch.bool, device=ids.device).triu(1)
+    x = m.embed_tokens(ids)
+    for lyr in m.layers[:layer + 1]:
+        x = lyr(x, cos, sin, mask)
+    return x
+
+
+def sae_split(data):
+    """(training text, held-out text): the corpus cut at 1 - SAE_HOLDOUT."""
+    cut = int(len(data) * (1 - SAE_HOLDOUT))
+    return data[:cut], data[cut:]
+
+
+def sae_windows(data, stride=None):
+    """Windows of SAE_CONTEXT tokens: bos, then SAE_CONTEXT - 1 corpus bytes,
+    starting every `stride` bytes. [n, SAE_CONTEXT] int64."""
+    n_text = SAE_CONTEXT - 1
+    starts = range(0, len(data) - n_text + 1, stride or SAE_STRIDE)
+    bos = torch.full((1,), BOS_ID, dtype=torch.long)
+    return torch.stack([torch.cat([bos, data[s:s + n_text]]) for s in starts])
+
+
+@torch.no_grad()
+def capture_resid(model, windows, chunk=SAE_CHUNK):
+    """SAE_HOOK activations of every window, bos position dropped:
+    [n * (SAE_CONTEXT - 1), hidden_size] float32."""
+    model.eval()
+    out = [resid_post(model, windows[i:i + chunk], SAE_LAYER)[:, 1:]
+           for i in range(0, len(windows), chunk)]
+    return torch.cat(out).reshape(-1, CONFIG["hidden_size"]).contiguous()
+
+
+def sae_encode(x, W_enc, b_enc, b_dec, k):
+    """TopK encode as stored (apply_b_dec_to_input): h = (x - b_dec) W_enc +
+    b_enc; keep the k largest of h and ReLU them. Returns (values, indices,
+    h), values/indices [n, k]."""
+    h = (x - b_dec) @ W_enc + b_enc
+    vals, idx = h.topk(k, dim=-1)
+    return F.relu(vals), idx, h
+
+
+def sae_decode(vals, idx, W_dec, b_dec):
+    """feats @ W_dec + b_dec for the sparse feats given by (vals, idx)."""
+    feats = torch.zeros(vals.shape[0], W_dec.shape[0], dtype=vals.dtype).scatter(1, idx, vals)
+    return feats @ W_dec + b_dec
+
+
+def fvu(x, recon):
+    """Fraction of variance unexplained: sum |x - recon|^2 / sum |x - mean(x)|^2."""
+    return float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+def train_sae(acts, held, seed, log_path):
+    """Train a TopK SAE on `acts` [n, d_in]; returns (tensors, summary).
+    Uses its own torch.Generator only, so the global RNG is untouched."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    n, d_in = acts.shape
+    # Decoder rows: random unit vectors; encoder = decoder transpose; b_enc =
+    # 0; b_dec = the data mean.
+    W_dec = torch.randn(SAE_D_SAE, d_in, generator=gen)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_enc = W_dec.t().clone()
+    b_enc = torch.zeros(SAE_D_SAE)
+    b_dec = acts.mean(0)
+    params = [W_enc, W_dec, b_enc, b_dec]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=SAE_LR)
+    decay_from = int(SAE_STEPS * SAE_LR_DECAY_FROM)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 1.0 if s < decay_from else (SAE_STEPS - s) / (SAE_STEPS - decay_from))
+    # The loss is normalised by the data's variance, so the main term is the FVU.
+    var = float((acts - acts.mean(0)).pow(2).sum(1).mean())
+
+    def decode_chosen(vals, idx):
+        """sum_j vals[:, j] * W_dec[idx[:, j]]: the sparse product feats @ W_dec
+        without the dense [n, d_sae] matrix (same value and gradients)."""
+        return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
+
+    since_fired = torch.zeros(SAE_D_SAE, dtype=torch.long)
+    perm, pos, t0 = torch.randperm(n, generator=gen), 0, time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        for step in range(1, SAE_STEPS + 1):
+            if pos + SAE_BATCH > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            x = acts[perm[pos:pos + SAE_BATCH]]
+            pos += SAE_BATCH
+            h = (x - b_dec) @ W_enc + b_enc
+            vals, idx = h.topk(SAE_K, dim=-1)
+            vals = F.relu(vals)
+            recon = decode_chosen(vals, idx) + b_dec
+            mse = (recon - x).pow(2).sum(1).mean()
+            loss = mse / var
+            # Activity bookkeeping and AuxK (Gao et al. sec. A.2): the k_aux
+            # largest pre-activations among dead latents reconstruct the error.
+            with torch.no_grad():
+                since_fired += len(x)
+                since_fired[idx[vals > 0]] = 0
+                dead = since_fired >= SAE_DEAD_TOKENS
+            n_dead = int(dead.sum())
+            if n_dead > 0:
+                with torch.no_grad():
+                    aux_idx = h.masked_fill(~dead, float("-inf")).topk(min(SAE_K_AUX, n_dead), dim=-1).indices
+                    err = x - recon
+                aux_recon = decode_chosen(F.relu(h.gather(1, aux_idx)), aux_idx)
+                aux = (aux_recon - err).pow(2).sum() / (err - err.mean(0)).pow(2).sum()
+                loss = loss + SAE_AUX_COEF * aux
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():
+                # Keep decoder rows on the unit sphere: drop the gradient
+                # component along each row, step, renormalise.
+                g = W_dec.grad
+                g -= (g * W_dec).sum(1, keepdim=True) * W_dec
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                W_dec /= W_dec.norm(dim=1, keepdim=True)
+            if step == 1 or step % SAE_LOG_EVERY == 0 or step == SAE_STEPS:
+                rec = OrderedDict([("step", step), ("loss", loss.item()),
+                                   ("fvu", mse.item() / var),
+                                   ("l0", float((vals > 0).sum(1).float().mean())),
+                                   ("dead_fraction", n_dead / SAE_D_SAE)])
+                log.write(json.dumps(rec) + "\n")
+                if step % 500 == 0 or step == SAE_STEPS:
+                    print(f"  [sae] step {step:4d}/{SAE_STEPS}  fvu {rec['fvu']:.4f}  l0 {rec['l0']:.1f}  "
+                          f"dead {n_dead}/{SAE_D_SAE}  ({time.time() - t0:.1f}s)", flush=True)
+    tensors = OrderedDict([("W_enc", W_enc.detach().clone()),
+                           ("W_dec", W_dec.detach().clone()),
+                           ("b_enc", b_enc.detach().clone()),
+                           ("b_dec", b_dec.detach().clone())])
+    # Held-out score with the stored encode rule, dense, as a reader would do it.
+    with torch.no_grad():
+        vals, idx, _ = sae_encode(held, tensors["W_enc"], tensors["b_enc"], tensors["b_dec"], SAE_K)
+        held_fvu = fvu(held, sae_decode(vals, idx, tensors["W_dec"], tensors["b_dec"]))
+        held_l0 = float((vals > 0).sum(1).float().mean())
+    summary = OrderedDict([("train_vectors", n), ("train_vectors_seen", SAE_STEPS * SAE_BATCH),
+                           ("heldout_vectors", len(held)), ("heldout_fvu", held_fvu),
+                           ("heldout_l0", held_l0), ("dead_fraction", n_dead / SAE_D_SAE),
+                           ("seconds", time.time() - t0)])
+    return tensors, summary
+
+
+def sae_cfg_json():
+    """cfg.json as SAELens v6 writes it for a TopK SAE."""
+    return OrderedDict([
+        ("architecture", "topk"),
+        ("d_in", CONFIG["hidden_size"]),
+        ("d_sae", SAE_D_SAE),
+        ("k", SAE_K),
+        ("dtype", "float32"),
+        ("device", "cpu"),
+        ("apply_b_dec_to_input", True),
+        ("normalize_activations", "none"),
+        ("reshape_activations", "none"),
+        ("rescale_acts_by_decoder_norm", False),
+        ("metadata", OrderedDict([
+            ("sae_lens_version", "6.0.0"),
+            ("sae_lens_training_version", "aquin-demo"),
+            ("hook_name", SAE_HOOK),
+            ("model_name", "aquin-demo-llama"),
+            ("prepend_bos", True),
+            ("context_size", SAE_CONTEXT),
+            ("dataset_path", "examples/demo/corpus.txt"),
+        ])),
+    ])
+
+
+def make_sae(base, corpus, out_dir, seed):
+    """Capture SAE_HOOK on the base model over the corpus, train the SAE and
+    write it as a SAELens v6 folder. Returns the summary."""
+    t0 = time.time()
+    train_text, held_text = sae_split(corpus)
+    train_win, held_win = sae_windows(train_text), sae_windows(held_text)
+    acts = capture_resid(base, train_win)
+    # The captured activation must be exactly what the full model computes
+    # there: compare the first chunk with a forward hook on that decoder layer
+    # during a full forward pass (the same batch, so bit for bit).
+    got = []
+    hook = base.model.layers[SAE_LAYER].register_forward_hook(lambda m, i, o: got.append(o))
+    with torch.no_grad():
+        base(train_win[:SAE_CHUNK])
+    hook.remove()
+    first = got[0][:, 1:].reshape(-1, acts.shape[1])
+    assert torch.equal(first, acts[:len(first)]), "captured residual differs from the full forward pass"
+    held = capture_resid(base, held_win)
+    t_capture = time.time() - t0
+    print(f"sparse autoencoder: {SAE_HOOK}, {len(train_win)} windows of {SAE_CONTEXT} "
+          f"({len(acts)} vectors, bos excluded) captured in {t_capture:.1f}s; "
+          f"d_sae={SAE_D_SAE} k={SAE_K}, {SAE_STEPS} steps of {SAE_BATCH}")
+    os.makedirs(out_dir)
+    tensors, summary = train_sae(acts, held, seed, os.path.join(out_dir, "training_log.jsonl"))
+    summary["capture_seconds"] = t_capture
+    save_safetensors(tensors, os.path.join(out_dir, "sae_weights.safetensors"))
+    write_json(sae_cfg_json(), os.path.join(out_dir, "cfg.json"))
+    return summary
+
+
+# --------------------------------------------------------------------------
 # Main.
 # --------------------------------------------------------------------------
 
@@ -717,7 +962,11 @@ def build(tmp, out, seed):
         f.write(README_TEXT.format(vocab=VOCAB_SIZE, bos=BOS_ID, eos=EOS_ID, pad=PAD_ID,
                                    unk=UNK_ID, seed=seed, ckpts=", ".join(map(str, ckpt_steps))))
 
-    # ---- 5. swap DIR.tmp into place ---------------------------------------
+    # ---- 5. sparse autoencoder on the base model's residual stream -------
+    # Last, with its own generator, so every output above is unchanged by it.
+    sae = make_sae(base, corpus, os.path.join(tmp, "sae"), seed)
+
+    # ---- 6. swap DIR.tmp into place ---------------------------------------
     if os.path.isdir(out):
         shutil.rmtree(out)
     elif os.path.exists(out):
@@ -735,6 +984,9 @@ def build(tmp, out, seed):
     top = max(delta_lora, key=delta_lora.get)
     print(f"  largest LoRA    |dW|_F: {top} = {delta_lora[top]:.4f}")
     print(f"  sample (full-ft): {greedy_sample(ft, '### Question: How do I')!r}")
+    print(f"  sae ({SAE_HOOK}, d_sae {SAE_D_SAE}, k {SAE_K}): held-out FVU {sae['heldout_fvu']:.4f}  "
+          f"L0 {sae['heldout_l0']:.2f}  dead {sae['dead_fraction']:.3f}  "
+          f"({sae['capture_seconds']:.1f}s capture + {sae['seconds']:.1f}s training)")
 
 
 README_TEXT = """aquin demo models

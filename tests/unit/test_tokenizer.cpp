@@ -1,4 +1,4 @@
-// Tokenizers: the published GPT-2 and bert-base-uncased vectors (../shared/testdata/tokenizers,
+// Tokenizers: the published GPT-2 and bert-base-uncased vectors (tests/data/tokenizers,
 // produced with Hugging Face tokenizers), the synthetic Llama-3-style and SentencePiece-style
 // fixtures of tests/data/tokenizers (expected ids from the independent Python reference in
 // tests/fixtures/make_tokenizer_fixtures.py), and hard cases whose expectations follow from the
@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path shared_tokenizers() { return fs::path(AQUIN_SHARED_DIR) / "testdata" / "tokenizers"; }
+fs::path shared_tokenizers() { return fs::path(AQUIN_TEST_DATA_DIR) / "tokenizers"; }
 fs::path fixtures() { return aquin::test::data_dir() / "tokenizers"; }
 
 struct Vector {

@@ -49,6 +49,8 @@ struct RunContext {
   std::filesystem::path session_dir;   ///< $AQUIN_HOME/sessions/<id> ("" without a session)
   int threads = 1;                     ///< compute threads the host configured
   const ModelLoader* models = nullptr; ///< set when the command needs the base model
+  std::string sae_path;                ///< the session's SAE folder (`aquin load sae`), "" when none
+  int64_t sae_layer = -1;              ///< its layer, -1 when none
 };
 
 /// The boundary object. Implemented by the AQUIN_ANALYZER_PLUGIN shim, called by the host.

@@ -20,7 +20,7 @@
 #include <utility>
 
 /// Bumped whenever a boundary struct or interface changes layout or meaning.
-#define AQUIN_PLUGIN_ABI_VERSION 2u
+#define AQUIN_PLUGIN_ABI_VERSION 3u
 #define AQUIN_PLUGIN_ENTRY_SYMBOL "aquin_plugin_entry"
 
 #define AQUIN_STR_IMPL(x) #x
