@@ -13,6 +13,7 @@
 //   bench_llm_forward [--layers 16] [--dir DIR] [--repeats 4] [--no-reference]
 //   bench_llm_forward --child MODEL_DIR [ADAPTER_DIR]     (one forward; used for the RSS figures)
 #include "bench_util.hpp"
+#include "random_llama.hpp"
 
 #include "models.hpp"
 #include "registry.hpp"
@@ -56,35 +57,6 @@ namespace {
 using Shape = aquin::bench::LlamaShape;
 
 constexpr int64_t kBatch = 8, kTokens = 64;
-
-// Random bf16 weights with Llama-like scales, one tensor at a time into the list.
-void generate_base(const fs::path& dir, const Shape& s) {
-  if (fs::exists(dir / "model.safetensors")) return;
-  std::cout << "generating a " << s.layers << "-layer Llama-3.2-1B-shaped model in " << dir << " ..." << std::endl;
-  at::manual_seed(0);
-  std::vector<std::pair<std::string, at::Tensor>> t;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, double scale, double offset = 0) {
-    t.emplace_back(name, (at::randn(shape) * scale + offset).to(at::kBFloat16));
-  };
-  const int64_t kv = s.kv_heads * s.head_dim();
-  add("model.embed_tokens.weight", {s.vocab, s.d}, 0.02);
-  for (int l = 0; l < s.layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "input_layernorm.weight", {s.d}, 0.05, 1.0);
-    add(p + "self_attn.q_proj.weight", {s.d, s.d}, 0.02);
-    add(p + "self_attn.k_proj.weight", {kv, s.d}, 0.02);
-    add(p + "self_attn.v_proj.weight", {kv, s.d}, 0.02);
-    add(p + "self_attn.o_proj.weight", {s.d, s.d}, 0.02);
-    add(p + "post_attention_layernorm.weight", {s.d}, 0.05, 1.0);
-    add(p + "mlp.gate_proj.weight", {s.mlp, s.d}, 0.02);
-    add(p + "mlp.up_proj.weight", {s.mlp, s.d}, 0.02);
-    add(p + "mlp.down_proj.weight", {s.d, s.mlp}, 0.02);
-  }
-  add("model.norm.weight", {s.d}, 0.05, 1.0);
-  fs::create_directories(dir);
-  write_file_atomic(dir / "config.json", aquin::bench::llama_config_json(s));
-  write_safetensors(dir / "model.safetensors", t, {{"format", "pt"}});
-}
 
 // A PEFT adapter: r 16, alpha 32 on every linear of every block (fp32 factors, ~40 MB).
 void generate_lora(const fs::path& dir, const Shape& s) {
@@ -267,7 +239,7 @@ int main(int argc, char** argv) {
     fs::path base = fs::temp_directory_path() / "aquin-bench-weight-diff" / ("L" + std::to_string(s.layers)) / "base";
     if (custom_dir || !fs::exists(base / "model.safetensors")) {
       base = dir / "base";
-      generate_base(base, s);
+      aquin::bench::write_random_llama(base, s);
     }
     const fs::path lora = dir / "lora";
     generate_lora(lora, s);

@@ -7,6 +7,7 @@
 // a model in its own process would charge that memory to every command it then measures.
 #pragma once
 
+#include <dlfcn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,9 +15,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace aquin::bench {
 
@@ -46,6 +50,38 @@ inline std::string llama_config_json(const LlamaShape& s) {
          "\"rope_scaling\": {\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
          "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}, "
          "\"hidden_act\": \"silu\", \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n";
+}
+
+/// The 1-minute load average: on a shared machine a wall time means little without it.
+inline std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string s;
+  f >> s;
+  return s.empty() ? "?" : s;
+}
+
+/// One line on the machine a figure came from: CPU model (/proc/cpuinfo), cores, the OpenBLAS
+/// kernel set in use (openblas_get_corename when OpenBLAS is loaded in this process, else
+/// $OPENBLAS_CORETYPE), the thread count the benchmark runs with, and the load average now.
+inline std::string machine_line(int threads) {
+  std::string cpu = "unknown CPU";
+  {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+        cpu = line.substr(line.find(':') + 1);
+        cpu.erase(0, cpu.find_first_not_of(" \t"));
+        break;
+      }
+  }
+  std::string blas;
+  using name_fn = char* (*)();
+  if (auto f = reinterpret_cast<name_fn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"))) blas = std::string("OpenBLAS core ") + f();
+  else if (const char* env = std::getenv("OPENBLAS_CORETYPE")) blas = std::string("OPENBLAS_CORETYPE=") + env;
+  else blas = "OpenBLAS core unknown (not loaded, OPENBLAS_CORETYPE unset)";
+  return cpu + ", " + std::to_string(std::thread::hardware_concurrency()) + " cores; " + blas + "; " +
+         std::to_string(threads) + " threads; load average " + load_average() + " at the start";
 }
 
 /// Runs `cmd` with /bin/sh in a child and waits for it.

@@ -67,7 +67,10 @@ class Llama:
         self.lm_head = self.w["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else self.w["lm_head.weight"]
 
     @torch.inference_mode()
-    def forward(self, ids):
+    def forward(self, ids, hidden_states=False):
+        """(last block's output, logits); with hidden_states, instead the tuple
+        LlamaModel(ids, output_hidden_states=True).hidden_states returns: the embeddings, then each
+        block's output, the last one after the final norm."""
         c, w = self.cfg, self.w
         b, t = ids.shape
         eps = c.get("rms_norm_eps", 1e-6)
@@ -77,8 +80,10 @@ class Llama:
         mask = torch.full((t, t), torch.finfo(torch.float32).min).triu(1)[None, None]
         h = F.embedding(ids, w["model.embed_tokens.weight"])
         rep = self.nh // self.nkv
-        post = []
+        hidden = []
         for l in range(c["num_hidden_layers"]):
+            if hidden_states:
+                hidden.append(h)
             p = f"model.layers.{l}."
             x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
             q = F.linear(x, w[p + "self_attn.q_proj.weight"]).view(b, t, self.nh, self.hd).transpose(1, 2)
@@ -96,9 +101,11 @@ class Llama:
             g = F.linear(x, w[p + "mlp.gate_proj.weight"])
             u = F.linear(x, w[p + "mlp.up_proj.weight"])
             h = h + F.linear(F.silu(g) * u, w[p + "mlp.down_proj.weight"])
-        post = h
+        if hidden_states:
+            hidden.append(rms_norm(h, w["model.norm.weight"], eps))
+            return tuple(hidden)
         logits = F.linear(rms_norm(h, w["model.norm.weight"], eps), self.lm_head)
-        return post, logits
+        return h, logits
 
 
 def main():

@@ -243,6 +243,13 @@ int cmd_load(const std::vector<std::string>& args, const PluginRegistry& reg) {
       spdlog::warn("SAE {} was trained on {}; the session's model is {}", what, m->entry.model, s.model);
   }
   fs::path path = resolve_sae(what, catalog);
+  if (!layer && Sae::layers_in(path).size() > 1) {
+    const int64_t def = base.kind == "embedding" ? base.n_layers - 1 : base.default_sae_layer;
+    if (def >= 0) {
+      layer = def;
+      std::cout << "--layer not given: using layer " << def << ", the default for " << s.model << "\n";
+    }
+  }
   Sae sae = Sae::load(path, layer);
   const SaeInfo& si = sae.info();
   if (si.d_in != base.d_model)
@@ -374,29 +381,10 @@ int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Gl
   // A command that declares --model may run without a session: the model named replaces the session's.
   const bool model_flag = args.has("model") && std::any_of(plugin.spec.options.begin(), plugin.spec.options.end(),
                                                            [](const OptionSpec& o) { return o.name == "model"; });
-  if (plugin.spec.needs_base_model && model_flag) {
-    const auto catalog = load_catalog();
-    const std::string model = args.str("model");
-    ctx.base = describe_model(model, resolve_model_path(model, catalog), reg, catalog);
-    loader = std::make_unique<AdapterModelLoader>(reg, ctx.base);
-    ctx.models = loader.get();
-    if (auto id = args.opt_str("session"); id || current_session_id()) {
-      try {
-        session = load_session(id.value_or(""));
-        ctx.session_id = session->id;
-        ctx.session_dir = session->dir;
-      } catch (const InputError&) {
-        if (id) throw;
-      }
-    }
-  } else if (plugin.spec.needs_base_model) {
-    session = load_session(args.opt_str("session").value_or(""));
-    ctx.session_id = session->id;
-    ctx.session_dir = session->dir;
-    ctx.base = describe_model(session->model, session->path, reg, load_catalog());
-    loader = std::make_unique<AdapterModelLoader>(reg, ctx.base);
-    ctx.models = loader.get();
-  } else if (auto id = args.opt_str("session"); id || current_session_id()) {
+  // An optional session: the one named, else the current one if there is one.
+  auto optional_session = [&] {
+    auto id = args.opt_str("session");
+    if (!id && !current_session_id()) return;
     try {
       session = load_session(id.value_or(""));
       ctx.session_id = session->id;
@@ -404,6 +392,23 @@ int execute(const PluginEntry& plugin, const Args& args, bool json_out, const Gl
     } catch (const InputError&) {
       if (id) throw;
     }
+  };
+  if (plugin.spec.needs_base_model && model_flag) {
+    const auto catalog = load_catalog();
+    const std::string model = args.str("model");
+    ctx.base = describe_model(model, resolve_model_path(model, catalog), reg, catalog);
+    optional_session();
+  } else if (plugin.spec.needs_base_model) {
+    session = load_session(args.opt_str("session").value_or(""));
+    ctx.session_id = session->id;
+    ctx.session_dir = session->dir;
+    ctx.base = describe_model(session->model, session->path, reg, load_catalog());
+  } else {
+    optional_session();
+  }
+  if (plugin.spec.needs_base_model) {
+    loader = std::make_unique<AdapterModelLoader>(reg, ctx.base);
+    ctx.models = loader.get();
   }
   // The session's SAE goes with it only when the session's own model is the base.
   if (session && session->sae && !(model_flag && args.str("model") != session->model)) {

@@ -27,6 +27,11 @@ run weight-diff --checkpoint "$models/full-ft.pt" --name full-ft-pt --save
 run weight-diff --checkpoint "$models/lora-adapter" --name lora --save
 run residual-drift --checkpoint "$models/full-ft" --name full-ft --save
 run residual-drift --checkpoint "$models/lora-adapter" --name lora --reduce mean --save
+# Sparse features: the demo's own TopK SAE (trained by make_demo_models.py on the base's layer-2 residual
+# stream, SAELens v6 layout), attached to the session, then the feature diff of each fine-tune.
+run load sae "$models/sae"
+run sae diff --checkpoint "$models/full-ft" --prompts "$root/examples/demo/probes.jsonl" --name full-ft --top 10 --save
+run sae diff --checkpoint "$models/lora-adapter" --prompts "$root/examples/demo/probes.jsonl" --name lora --top 10 --save
 run trajectory-analysis --dir "$models/checkpoints" --name full-ft-trajectory --save
 # The merge gate exits 2 on a failed verdict; the demo shows the verdict either way.
 # Behavioural probes: text from the base model's own domain, which a recipe fine-tune should leave alone.

@@ -91,6 +91,16 @@ class SaeDiff {
     if (sae_path.empty())
       throw UsageError("no SAE: pass --sae PATH, or attach one to the session with `aquin load sae SLUG|PATH`");
     if (!args.has("sae") && !layer && ctx.sae_layer >= 0) layer = ctx.sae_layer;
+    // A folder of several SAEs without --layer: the model's usual SAE layer (the catalog's for LLMs,
+    // the last encoder layer for embedding models, as the catalog's embedding SAEs are trained).
+    if (!layer && Sae::layers_in(sae_path).size() > 1) {
+      const int64_t def = embedding ? ctx.base.n_layers - 1 : ctx.base.default_sae_layer;
+      if (def >= 0) {
+        layer = def;
+        r.warnings.push_back("--layer not given: using layer " + std::to_string(def) + ", the default for " +
+                             ctx.base.model);
+      }
+    }
     Sae sae = Sae::load(sae_path, layer);
     const SaeInfo& si = sae.info();
     if (si.d_in != ctx.base.d_model)

@@ -1,6 +1,7 @@
 #include "sae_diff_report.hpp"
 
 #include <aquin/sdk/json.hpp>
+#include <aquin/sdk/sae_json.hpp>
 
 #include <ATen/ATen.h>
 
@@ -108,24 +109,7 @@ void build_report(const Inputs& in, Result& r) {
   put(r.doc, "model", str(in.model, a), a);
   put(r.doc, "checkpoint", str(in.checkpoint, a), a);
   put(r.doc, "checkpoint_format", str(in.checkpoint_format, a), a);
-  rapidjson::Value sae(rapidjson::kObjectType);
-  put(sae, "path", str(si.path, a), a);
-  put(sae, "format", str(si.format, a), a);
-  put(sae, "architecture", str(si.architecture, a), a);
-  put(sae, "hook", str(si.hook, a), a);
-  put(sae, "layer", rapidjson::Value(si.layer), a);
-  put(sae, "d_in", rapidjson::Value(si.d_in), a);
-  put(sae, "d_sae", rapidjson::Value(si.d_sae), a);
-  put(sae, "k", si.k > 0 ? rapidjson::Value(si.k) : rapidjson::Value(rapidjson::kNullType), a);
-  put(sae, "normalize_activations", str(si.normalize, a), a);
-  put(sae, "apply_b_dec_to_input", rapidjson::Value(si.apply_b_dec_to_input), a);
-  put(sae, "rescale_acts_by_decoder_norm", rapidjson::Value(si.rescale_acts_by_decoder_norm), a);
-  put(sae, "dtype", str(si.dtype, a), a);
-  put(sae, "orientation", str(si.orientation, a), a);
-  put(sae, "encode_rule", str(in.sae->encode_rule(), a), a);
-  if (!si.model.empty()) put(sae, "trained_on", str(si.model, a), a);
-  put(sae, "notes", json::str_array(si.notes, a), a);
-  put(r.doc, "sae", std::move(sae), a);
+  put(r.doc, "sae", sae_json(*in.sae, a), a);
   put(r.doc, "reduce", str(sae_reduce_name(in.reduce), a), a);
   put(r.doc, "reduce_note",
       str(pooled ? "mask-weighted mean pool of the layer's hidden states over real tokens (special tokens "

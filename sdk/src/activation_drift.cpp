@@ -19,6 +19,28 @@ Tokenized tokenize(const Tokenizer& tok, const std::vector<std::string>& prompts
   return out;
 }
 
+PaddedBatch padded_batch(const std::vector<std::vector<int64_t>>& prompts, int64_t start, int64_t b, int64_t pad_id,
+                         int64_t vocab_size) {
+  std::size_t t_max = 0;
+  for (int64_t i = 0; i < b; ++i) t_max = std::max(t_max, prompts[static_cast<std::size_t>(start + i)].size());
+  PaddedBatch out;
+  out.ids = at::full({b, static_cast<int64_t>(t_max)}, pad_id, at::kLong);
+  out.mask = at::zeros({b, static_cast<int64_t>(t_max)}, at::kLong);
+  auto ia = out.ids.accessor<int64_t, 2>();
+  auto ma = out.mask.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& row = prompts[static_cast<std::size_t>(start + i)];
+    for (std::size_t j = 0; j < row.size(); ++j) {
+      if (row[j] < 0 || row[j] >= vocab_size)
+        throw InputError("tokenizer", "token id " + std::to_string(row[j]) + " is outside the model's vocabulary (" +
+                                          std::to_string(vocab_size) + ")");
+      ia[i][static_cast<int64_t>(j)] = row[j];
+      ma[i][static_cast<int64_t>(j)] = 1;
+    }
+  }
+  return out;
+}
+
 std::vector<at::Tensor> reduced_resid_post(LoadedModel& model, const Tokenized& prompts, Reduce reduce, int64_t pad_id,
                                            std::size_t batch_size) {
   const ModelInfo& info = model.info();
@@ -30,26 +52,13 @@ std::vector<at::Tensor> reduced_resid_post(LoadedModel& model, const Tokenized& 
 
   for (int64_t start = 0; start < n; start += static_cast<int64_t>(batch_size)) {
     const int64_t b = std::min<int64_t>(static_cast<int64_t>(batch_size), n - start);
-    std::size_t t_max = 0;
-    for (int64_t i = 0; i < b; ++i) t_max = std::max(t_max, prompts.ids[static_cast<std::size_t>(start + i)].size());
-    at::Tensor ids = at::full({b, static_cast<int64_t>(t_max)}, pad_id, at::kLong);
-    at::Tensor mask = at::zeros({b, static_cast<int64_t>(t_max)}, at::kLong);
-    for (int64_t i = 0; i < b; ++i) {
-      const auto& row = prompts.ids[static_cast<std::size_t>(start + i)];
-      for (std::size_t j = 0; j < row.size(); ++j) {
-        if (row[j] < 0 || row[j] >= info.vocab_size)
-          throw InputError("tokenizer", "token id " + std::to_string(row[j]) + " is outside the model's vocabulary (" +
-                                            std::to_string(info.vocab_size) + ")");
-        ids[i][static_cast<int64_t>(j)] = row[j];
-        mask[i][static_cast<int64_t>(j)] = 1;
-      }
-    }
+    const PaddedBatch batch = padded_batch(prompts.ids, start, b, pad_id, info.vocab_size);
     ForwardRequest req;
-    req.input_ids = ids;
-    req.attention_mask = mask;
+    req.input_ids = batch.ids;
+    req.attention_mask = batch.mask;
     req.hooks = hooks;
-    at::Tensor maskf = mask.to(at::kDouble).unsqueeze(-1);  // [b, T, 1]
-    at::Tensor last = mask.sum(1) - 1;                        // index of each prompt's last real token
+    at::Tensor maskf = batch.mask.to(at::kDouble).unsqueeze(-1);  // [b, T, 1]
+    at::Tensor last = batch.mask.sum(1) - 1;                       // index of each prompt's last real token
     HookSink sink = [&](const std::string& hook, const at::Tensor& value) {
       // "blocks.{L}.hook_resid_post"
       const auto dot = hook.find('.', 7);

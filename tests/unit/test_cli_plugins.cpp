@@ -60,7 +60,7 @@ TEST_P(CliRefusal, IsListedWithItsReasonAndNothingCrashes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CliRefusal,
-                         ::testing::Values(RefusalCase{"bad_abi", "ABI 99, host supports 2"},
+                         ::testing::Values(RefusalCase{"bad_abi", "ABI 99, host supports 3"},
                                            RefusalCase{"no_entry", "no entry point 'aquin_plugin_entry'"},
                                            RefusalCase{"create_throws", "create failed: fixture refuses to be created"},
                                            RefusalCase{"dup", "duplicate analyzer name 'fixture-dup': already provided by"}));

@@ -17,6 +17,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "model_loading.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,31 +32,12 @@ namespace {
 
 fs::path llm_dir() { return aquin::test::data_dir() / "llm"; }
 
-// Plugins are never unloaded, so one registry serves the whole binary.
-const host::PluginRegistry& registry() {
-  static host::PluginRegistry* reg = [] {
-    auto* r = new host::PluginRegistry();
-    r->discover(host::plugin_search_path({}));
-    return r;
-  }();
-  return *reg;
-}
+const host::PluginRegistry& registry() { return aquin::test::plugin_registry(); }
 
 ModelInfo describe(const fs::path& dir) { return host::describe_model(dir.string(), dir, registry(), {}); }
 
-// Loads through the adapter that claims the model, as the host does. Throws InputError with the
-// adapter's message when it refuses.
-std::unique_ptr<LoadedModel> load(const fs::path& dir, const Checkpoint* overlay = nullptr) {
-  const ModelInfo info = describe(dir);
-  for (const host::PluginEntry* a : registry().adapters()) {
-    if (a->name != info.adapter) continue;
-    std::unique_ptr<LoadedModel> out;
-    Status st = a->adapter->load(info, overlay, out);
-    if (!st.ok()) throw InputError(st.message);
-    return out;
-  }
-  throw std::runtime_error("no adapter " + info.adapter);
-}
+using aquin::test::load_model;
+std::unique_ptr<LoadedModel> load(const fs::path& dir, const Checkpoint* overlay = nullptr) { return load_model(dir, overlay); }
 
 using Acts = std::map<std::string, at::Tensor>;
 

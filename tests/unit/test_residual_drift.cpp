@@ -15,6 +15,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "model_loading.hpp"
+
 #include "models.hpp"
 #include "registry.hpp"
 
@@ -38,25 +40,9 @@ std::string prompt_error(const std::string& content) {
 }
 
 
-const host::PluginRegistry& registry() {
-  static auto* reg = [] {
-    auto* r = new host::PluginRegistry();
-    r->discover(host::plugin_search_path({}));
-    return r;
-  }();
-  return *reg;
-}
 
 std::unique_ptr<LoadedModel> load(const std::filesystem::path& dir, const Checkpoint* overlay) {
-  ModelInfo info = host::describe_model(dir.string(), dir, registry(), {});
-  for (const auto* a : registry().adapters())
-    if (a->name == info.adapter) {
-      std::unique_ptr<LoadedModel> m;
-      Status st = a->adapter->load(info, overlay, m);
-      if (!st.ok()) throw std::runtime_error(st.message);
-      return m;
-    }
-  throw std::runtime_error("no adapter");
+  return aquin::test::load_model(dir, overlay);
 }
 
 // The golden batch's prompts as unpadded id lists.

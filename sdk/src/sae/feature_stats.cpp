@@ -1,4 +1,5 @@
 // Feature statistics of one model through an SAE, and the per-feature difference of two models.
+#include <aquin/sdk/activation_drift.hpp>
 #include <aquin/sdk/errors.hpp>
 #include <aquin/sdk/sae_features.hpp>
 
@@ -144,25 +145,10 @@ FeatureStats collect_feature_stats(LoadedModel& model, const Sae& sae, const Sae
   FeatureStats stats = start_feature_stats(n, si.d_sae, si.d_in);
   for (int64_t start = 0; start < n; start += static_cast<int64_t>(batch_size)) {
     const int64_t b = std::min<int64_t>(static_cast<int64_t>(batch_size), n - start);
-    std::size_t t_max = 0;
-    for (int64_t i = 0; i < b; ++i) t_max = std::max(t_max, prompts.ids[static_cast<std::size_t>(start + i)].size());
-    at::Tensor ids = at::full({b, static_cast<int64_t>(t_max)}, pad_id, at::kLong);
-    at::Tensor mask = at::zeros({b, static_cast<int64_t>(t_max)}, at::kLong);
-    auto ia = ids.accessor<int64_t, 2>();
-    auto ma = mask.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < b; ++i) {
-      const auto& row = prompts.ids[static_cast<std::size_t>(start + i)];
-      for (std::size_t j = 0; j < row.size(); ++j) {
-        if (row[j] < 0 || row[j] >= info.vocab_size)
-          throw InputError("tokenizer", "token id " + std::to_string(row[j]) + " is outside the model's vocabulary (" +
-                                            std::to_string(info.vocab_size) + ")");
-        ia[i][static_cast<int64_t>(j)] = row[j];
-        ma[i][static_cast<int64_t>(j)] = 1;
-      }
-    }
+    const PaddedBatch batch = padded_batch(prompts.ids, start, b, pad_id, info.vocab_size);
     ForwardRequest req;
-    req.input_ids = ids;
-    req.attention_mask = mask;
+    req.input_ids = batch.ids;
+    req.attention_mask = batch.mask;
     req.hooks = {si.hook};
     bool seen = false;
     HookSink sink = [&](const std::string& hook, const at::Tensor& value) {

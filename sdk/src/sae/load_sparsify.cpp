@@ -52,6 +52,10 @@ Sae load_sparsify(const fs::path& dir) {
   const std::string hookpoint = dir.filename().string();
   info.hook = hook_of(hookpoint);
   info.layer = hook_layer(info.hook);
+  if (info.layer < 0 && hookpoint.rfind("layers.", 0) == 0) {  // "layers.13.mlp": a module of block 13
+    const std::string num = hookpoint.substr(7, hookpoint.find('.', 7) - 7);
+    if (!num.empty() && num.size() <= 9 && std::all_of(num.begin(), num.end(), ::isdigit)) info.layer = std::stoll(num);
+  }
   if (info.hook != hookpoint) info.notes.push_back("sparsify hookpoint " + hookpoint + " = " + info.hook);
   if (cfg.opt_bool("multi_topk").value_or(false))
     info.notes.push_back("multi_topk only changes training; inference keeps the top k");

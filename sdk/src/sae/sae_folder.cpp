@@ -130,6 +130,20 @@ namespace aquin {
 
 using namespace sae_detail;
 
+std::vector<int64_t> Sae::layers_in(const std::filesystem::path& path_in) {
+  std::error_code ec;
+  fs::path path = fs::is_regular_file(path_in, ec) ? path_in.parent_path() : path_in;
+  if (auto layout = folder_layout(path)) return {folder_layer(path, *layout)};
+  std::vector<int64_t> out;
+  for (const auto& e : fs::directory_iterator(path, ec)) {
+    std::error_code e2;
+    if (!e.is_directory(e2)) continue;
+    if (auto layout = folder_layout(e.path())) out.push_back(folder_layer(e.path(), *layout));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 Sae Sae::load(const std::filesystem::path& path_in, std::optional<int64_t> layer) {
   std::error_code ec;
   fs::path path = path_in;

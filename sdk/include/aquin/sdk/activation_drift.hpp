@@ -21,6 +21,14 @@ struct Tokenized {
 };
 BOOST_SYMBOL_VISIBLE Tokenized tokenize(const Tokenizer& tok, const std::vector<std::string>& prompts, std::size_t max_len);
 
+/// Prompts [start, start + b) as one right-padded batch: ids [b, T] int64 (pad_id after each
+/// prompt) and the attention mask [b, T]. A token id outside [0, vocab_size) is an InputError.
+struct PaddedBatch {
+  at::Tensor ids, mask;
+};
+BOOST_SYMBOL_VISIBLE PaddedBatch padded_batch(const std::vector<std::vector<int64_t>>& prompts, int64_t start, int64_t b,
+                                              int64_t pad_id, int64_t vocab_size);
+
 /// Runs `model` over the prompts in batches (right-padded) and returns, for each layer, the
 /// reduced `blocks.{L}.hook_resid_post`: [n_prompts, d_model] in fp64. The reduction is over the
 /// real tokens only: the last one, or their mean.

@@ -86,6 +86,10 @@ class BOOST_SYMBOL_VISIBLE Sae {
   /// (unknown architecture or normalisation, tensors missing or of the wrong shape, NaN/Inf weights).
   static Sae load(const std::filesystem::path& path, std::optional<int64_t> layer = std::nullopt);
 
+  /// The layers of the SAEs at `path` (one entry for a single SAE folder; -1 where unknown),
+  /// read from config files and names only, so a caller can pick a default --layer.
+  static std::vector<int64_t> layers_in(const std::filesystem::path& path);
+
   /// An SAE from weights already in the internal orientation (trainers, tests). `info` must give
   /// architecture, d_in, d_sae, k (topk), hook; everything is validated as load() does.
   static Sae from_weights(SaeInfo info, SaeWeights weights);
